@@ -1,0 +1,141 @@
+"""Shared fixtures: unique channel names, real child processes joined with timeouts, and a
+session-wide check that no test leaves shmipc semaphores behind in /dev/shm."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import shmipc
+from shmipc import sync
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shmipc_entries() -> set[str]:
+    """shmipc names in /dev/shm now (semaphores and shared-memory objects)."""
+    try:
+        return {e for e in os.listdir("/dev/shm") if "shmipc" in e}
+    except OSError:
+        return set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_names() -> Iterator[None]:
+    """Fail the session if the tests leave shmipc names in /dev/shm."""
+    before = shmipc_entries()
+    yield
+    leaked = shmipc_entries() - before
+    for entry in leaked:  # clean up so that one failing run does not poison the next
+        try:
+            os.unlink(f"/dev/shm/{entry}")
+        except OSError:
+            pass
+    assert not leaked, f"tests leaked names in /dev/shm: {sorted(leaked)}"
+
+
+@pytest.fixture
+def channel_path(tmp_path: Path) -> Iterator[Path]:
+    """A unique path for a channel file; its file and semaphores are removed after the test."""
+    path = tmp_path / f"ch-{uuid.uuid4().hex}.shmipc"
+    yield path
+    unlink_channel_names(path)
+
+
+def unlink_channel_names(path: Path) -> None:
+    """Remove the semaphores of the channel at ``path`` (read from its header) and the file."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(64)
+    except OSError:
+        return
+    if len(header) >= 48 and header[:8] == shmipc.layout.MAGIC:
+        channel_id = header[32:48]
+        for role in sync.ROLES:
+            sync.unlink_semaphore(sync.semaphore_name(channel_id, role))
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+@pytest.fixture(params=["file", "anonymous"])
+def make_channel(request: pytest.FixtureRequest,
+                 tmp_path: Path) -> Iterator[Callable[..., shmipc.Channel]]:
+    """A factory for channels over every backing (file and anonymous), cleaned up afterwards."""
+    made: list[shmipc.Channel] = []
+
+    def make(capacity: int = 1 << 16, **kwargs: object) -> shmipc.Channel:
+        if request.param == "file":
+            ch = shmipc.Channel.create(tmp_path / f"ch-{uuid.uuid4().hex}", capacity, **kwargs)
+        else:
+            ch = shmipc.Channel.anonymous(capacity, **kwargs)
+        made.append(ch)
+        return ch
+
+    yield make
+    for ch in made:
+        ch.unlink()
+        try:
+            ch.close()
+        except BufferError:
+            pass
+
+
+def fork_run(fn: Callable[[], object]) -> int:
+    """Fork a child that runs ``fn`` and exits 0, or 1 with the traceback on stderr."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fn()
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def join(pid: int, timeout: float = 30.0) -> int:
+    """Wait for a forked child with a timeout; kill it on expiry. Returns its exit status code."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} did not finish within {timeout} s; killed")
+        time.sleep(0.005)
+
+
+def run_python(code: str, *args: str, timeout: float = 60.0,
+               input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (an unrelated process) and return its result."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True, text=True, timeout=timeout, input=input, cwd=ROOT,
+    )
+
+
+def start_python(code: str, *args: str) -> subprocess.Popen[str]:
+    """Start ``code`` in a fresh interpreter without waiting; the caller joins with a timeout."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
