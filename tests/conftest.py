@@ -31,15 +31,16 @@ def shmipc_entries() -> set[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leaked_names() -> Iterator[None]:
-    """Fail the session if the tests leave shmipc names in /dev/shm."""
+    """Fail the session if the tests leave shmipc names in /dev/shm.
+
+    Asserted where the suite runs alone (CI=true, as .ci/run is run, or SHMIPC_LEAK_CHECK=1):
+    on a developer machine other suites may be creating names at the same time.
+    """
     before = shmipc_entries()
     yield
+    if not (os.environ.get("CI") or os.environ.get("SHMIPC_LEAK_CHECK")):
+        return
     leaked = shmipc_entries() - before
-    for entry in leaked:  # clean up so that one failing run does not poison the next
-        try:
-            os.unlink(f"/dev/shm/{entry}")
-        except OSError:
-            pass
     assert not leaked, f"tests leaked names in /dev/shm: {sorted(leaked)}"
 
 
