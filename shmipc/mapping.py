@@ -339,14 +339,13 @@ def open_shared_memory(name: str) -> Mapping:
     except posix_ipc.ExistentialError as exc:
         raise FileNotFoundError(f"no shared-memory object named {name!r}") from exc
     try:
-        if shm.size <= 0:
+        size = shm.size
+        if size <= 0:
             raise MappingError(f"shared-memory object {name!r} is empty")
-        mm = mmap.mmap(shm.fd, shm.size, flags=mmap.MAP_SHARED)
+        mm = mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED)
     finally:
         shm.close_fd()
-    return Mapping(
-        MappingKind.SHARED_FILE, shm.size, path=f"/dev/shm{name}", file_size=shm.size, mm=mm
-    )
+    return Mapping(MappingKind.SHARED_FILE, size, path=f"/dev/shm{name}", file_size=size, mm=mm)
 
 
 def unlink_shared_memory(name: str) -> None:

@@ -1,21 +1,38 @@
-"""Channel: the bytes and object APIs, over file and anonymous backings, with real processes."""
+"""Channel: the bytes and object APIs over file and anonymous backings, with real processes."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import pickle
+import queue
+import random
+import stat
+import struct
+import time
+import zlib
 
 import pytest
 
 import shmipc
-from conftest import fork_run, join
+from shmipc import layout, sync
+from conftest import fork_run, join, run_python, start_python, unlink_channel_names
+
+SMALL = {"name": "b", "age": 20}
 
 
 def test_send_recv_roundtrip(make_channel):
     ch = make_channel()
-    ch.send({"name": "b", "age": 20})
+    ch.send(SMALL)
     ch.send_bytes(b"raw")
-    assert ch.recv(timeout=1) == {"name": "b", "age": 20}
+    ch.send_bytes(bytearray(b"ba"))
+    ch.send_bytes(memoryview(struct.pack("<3i", 1, 2, 3)).cast("i"))
+    assert ch.recv(timeout=1) == SMALL
     assert ch.recv_bytes(timeout=1) == b"raw"
+    assert ch.recv_bytes_nowait() == b"ba"
+    assert ch.recv_bytes() == struct.pack("<3i", 1, 2, 3)
+    stats = ch.statistics()
+    assert (stats.sent, stats.received, stats.messages, stats.used) == (4, 4, 0, 0)
 
 
 def test_parent_and_child_after_fork(make_channel):
@@ -31,3 +48,420 @@ def test_parent_and_child_after_fork(make_channel):
     got = [obj["i"] for obj in ch]
     assert join(pid) == 0
     assert got == list(range(count))
+
+
+def test_unrelated_processes_over_a_file(channel_path):
+    shmipc.Channel.create(channel_path, 8192).close()
+    consumer = start_python("""
+        import sys, shmipc
+        with shmipc.Channel.open(sys.argv[1]) as ch:
+            total = 0
+            for obj in ch:
+                total += obj["i"]
+            print(total)
+    """, str(channel_path))
+    producer = run_python("""
+        import sys, shmipc
+        with shmipc.Channel.open(sys.argv[1]) as ch:
+            for i in range(3000):
+                ch.send({"i": i, "pad": "x" * (i % 50)})
+            ch.close_send()
+    """, str(channel_path))
+    assert producer.returncode == 0, producer.stderr
+    out, err = consumer.communicate(timeout=60)
+    assert consumer.returncode == 0, err
+    assert int(out) == sum(range(3000))
+
+
+def test_two_producers_two_consumers_exactly_once_in_order(make_channel):
+    ch = make_channel(capacity=4096)
+    per_producer = 3000
+    results = make_channel(capacity=1 << 20)  # consumers report what they got here
+
+    def producer(tag: int) -> None:
+        for i in range(per_producer):
+            ch.send([tag, i, "y" * random.randrange(0, 40)])
+
+    def consumer() -> None:
+        got = []
+        for tag, i, _pad in ch:
+            got.append((tag, i))
+        results.send(got)
+
+    consumers = [fork_run(consumer) for _ in range(2)]
+    producers = [fork_run(lambda t=t: producer(t)) for t in range(2)]
+    for pid in producers:
+        assert join(pid, 60) == 0
+    ch.close_send()
+    for pid in consumers:
+        assert join(pid, 60) == 0
+    lists = [results.recv(timeout=10) for _ in range(2)]
+    everything = sorted(tuple(x) for got in lists for x in got)
+    assert everything == sorted((t, i) for t in range(2) for i in range(per_producer))
+    for got in lists:  # each consumer saw each producer's messages in the order sent
+        for tag in range(2):
+            seq = [i for t, i in got if t == tag]
+            assert seq == sorted(seq)
+
+
+def test_wrap_around_random_sizes_across_processes(make_channel):
+    ch = make_channel(capacity=4096)
+    rng = random.Random(7)
+    sizes = [rng.randrange(0, ch.max_message_size + 1) for _ in range(2000)]
+
+    def producer() -> None:
+        for n, size in enumerate(sizes):
+            body = bytes([n & 0xFF]) * size
+            ch.send_bytes(struct.pack("<I", zlib.crc32(body)) + body[4:] if size >= 4 else body)
+
+    pid = fork_run(producer)
+    for n, size in enumerate(sizes):
+        got = ch.recv_bytes(timeout=30)
+        body = bytes([n & 0xFF]) * size
+        assert got == (struct.pack("<I", zlib.crc32(body)) + body[4:] if size >= 4 else body)
+    assert join(pid) == 0
+    assert ch.statistics().used == 0
+
+
+def test_messages_outlive_their_writer(channel_path):
+    done = run_python("""
+        import sys, shmipc
+        ch = shmipc.Channel.create(sys.argv[1], 1 << 16)
+        for i in range(100):
+            ch.send({"i": i})
+    """, str(channel_path))  # exits without close(): nothing must depend on a clean exit
+    assert done.returncode == 0, done.stderr
+    read = run_python("""
+        import sys, shmipc
+        with shmipc.Channel.open(sys.argv[1]) as ch:
+            print(sum(ch.recv_nowait()["i"] for _ in range(100)))
+            try:
+                ch.recv_nowait()
+            except shmipc.Empty:
+                print("empty")
+    """, str(channel_path))
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.split() == [str(sum(range(100))), "empty"]
+
+
+def test_semaphores_are_rebuilt_after_removal(channel_path):
+    with shmipc.Channel.create(channel_path, 1 << 16) as ch:
+        for i in range(10):
+            ch.send(i)
+        names = ch.semaphore_names
+    for name in names.values():  # as after a reboot
+        assert sync.unlink_semaphore(name)
+    read = run_python("""
+        import sys, shmipc
+        with shmipc.Channel.open(sys.argv[1]) as ch:
+            print([ch.recv(timeout=5) for _ in range(10)])
+    """, str(channel_path))
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.strip() == str(list(range(10)))
+    for name in names.values():
+        st = os.stat(f"/dev/shm/sem.{name[1:]}")
+        assert st.st_mode & 0o777 == 0o600
+
+
+def test_files_and_semaphores_are_private_by_default(channel_path):
+    old = os.umask(0)
+    try:
+        ch = shmipc.Channel.create(channel_path)
+    finally:
+        os.umask(old)
+    with ch:
+        assert stat.S_IMODE(os.stat(channel_path).st_mode) == 0o600
+        for name in ch.semaphore_names.values():
+            assert stat.S_IMODE(os.stat(f"/dev/shm/sem.{name[1:]}").st_mode) == 0o600
+
+
+def test_open_or_create_race(tmp_path):
+    path = tmp_path / "raced"
+    code = """
+        import sys, shmipc
+        ch = shmipc.Channel.open_or_create(sys.argv[1], 1 << 14)
+        print(ch.info.channel_id.hex())
+        ch.close()
+    """
+    procs = [start_python(code, str(path)) for _ in range(4)]
+    try:
+        ids = set()
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+            ids.add(out.strip())
+        assert len(ids) == 1
+        assert [f for f in os.listdir(tmp_path)] == ["raced"]  # no file left aside
+    finally:
+        unlink_channel_names(path)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        shmipc.Channel.open(tmp_path / "nope")
+
+
+def test_not_a_channel(tmp_path):
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"just some text\n" * 1000)
+    with pytest.raises(shmipc.NotAChannel, match="not a shmipc channel"):
+        shmipc.Channel.open(junk)
+    with pytest.raises(shmipc.NotAChannel, match="directory"):
+        shmipc.Channel.open(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(shmipc.NotAChannel, match="regular file"):
+        shmipc.Channel.open(fifo)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with pytest.raises(shmipc.NotAChannel):
+        shmipc.Channel.open(empty)
+
+
+def test_create_refuses_an_existing_path(channel_path):
+    shmipc.Channel.create(channel_path).close()
+    with pytest.raises(FileExistsError, match="open_or_create"):
+        shmipc.Channel.create(channel_path)
+
+
+def corrupt(path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def test_truncated_channel_is_corrupt(channel_path):
+    shmipc.Channel.create(channel_path, 8192).close()
+    os.truncate(channel_path, 4096 + 100)
+    with pytest.raises(shmipc.CorruptChannel, match="truncated"):
+        shmipc.Channel.open(channel_path)
+    os.truncate(channel_path, 200)
+    with pytest.raises(shmipc.CorruptChannel, match="truncated"):
+        shmipc.Channel.open(channel_path)
+
+
+def test_other_format_version_is_incompatible(channel_path):
+    shmipc.Channel.create(channel_path, 8192).close()
+    header = bytearray(channel_path.read_bytes()[:layout.LIVE_OFFSET])
+    struct.pack_into("<I", header, 8, 99)
+    corrupt(channel_path, 0, bytes(header))
+    with pytest.raises(shmipc.IncompatibleChannel, match="version 99"):
+        shmipc.Channel.open(channel_path)
+
+
+def test_impossible_positions_are_corrupt(channel_path):
+    shmipc.Channel.create(channel_path, 8192).close()
+    corrupt(channel_path, layout.WRITE_POSITION, struct.pack("<Q", 1 << 40))
+    with pytest.raises(shmipc.CorruptChannel, match="positions"):
+        shmipc.Channel.open(channel_path)
+
+
+def test_corrupted_header_fails_cleanly_in_a_subprocess(channel_path):
+    with shmipc.Channel.create(channel_path, 8192) as ch:
+        ch.send("hello")
+    corrupt(channel_path, 16, struct.pack("<Q", 1 << 30))  # capacity: the CRC catches it
+    result = run_python("""
+        import sys, shmipc
+        try:
+            shmipc.Channel.open(sys.argv[1])
+        except shmipc.CorruptChannel as exc:
+            print("CorruptChannel:", exc)
+    """, str(channel_path))
+    assert result.returncode == 0, result.stderr  # no signal, no traceback
+    assert result.stdout.startswith("CorruptChannel:")
+
+
+def test_corrupted_frame_fails_cleanly_in_a_subprocess(channel_path):
+    with shmipc.Channel.create(channel_path, 8192) as ch:
+        ch.send_bytes(b"hello")
+    corrupt(channel_path, layout.HEADER_SIZE, struct.pack("<Q", 5000 | 1 << 32))
+    result = run_python("""
+        import sys, shmipc
+        with shmipc.Channel.open(sys.argv[1]) as ch:
+            try:
+                ch.recv_bytes(timeout=1)
+            except shmipc.CorruptChannel as exc:
+                print("CorruptChannel:", exc)
+    """, str(channel_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("CorruptChannel:")
+
+
+def test_message_too_large(make_channel):
+    ch = make_channel(capacity=4096)
+    ch.send_bytes(bytes(ch.max_message_size))
+    with pytest.raises(shmipc.MessageTooLarge) as info:
+        ch.send_bytes(bytes(ch.max_message_size + 1))
+    assert isinstance(info.value, ValueError)
+    assert (info.value.size, info.value.max_size) == (ch.max_message_size + 1, ch.max_message_size)
+    assert "capacity=" in str(info.value)
+
+
+def test_unencodable_object_sends_nothing(make_channel):
+    ch = make_channel()
+    with pytest.raises(shmipc.EncodeError) as info:
+        ch.send({"when": object()})
+    assert isinstance(info.value, TypeError)
+    with pytest.raises(shmipc.EncodeError):
+        ch.send_many([1, 2, object()])
+    assert ch.statistics().sent == 0
+    ch.send({"ok": True})  # the codec recovers from the failure
+    assert ch.recv_nowait() == {"ok": True}
+
+
+def test_invalid_msgpack_keeps_its_bytes(make_channel):
+    ch = make_channel()
+    ch.send_bytes(b"\xc1")  # 0xc1 is never used by msgpack
+    with pytest.raises(shmipc.DecodeError) as info:
+        ch.recv(timeout=1)
+    assert info.value.payload == b"\xc1"
+    assert isinstance(info.value, ValueError)
+
+
+def test_empty_and_full_are_queue_exceptions(make_channel):
+    ch = make_channel(capacity=4096)
+    with pytest.raises(queue.Empty):
+        ch.recv_nowait()
+    with pytest.raises(shmipc.Empty):
+        ch.recv(timeout=0.05)
+    payload = bytes(1000)
+    sent = 0
+    with pytest.raises(queue.Full):
+        while True:
+            ch.send_bytes_nowait(payload)
+            sent += 1
+    assert sent == 4096 // 1008
+    with pytest.raises(shmipc.Full) as info:
+        ch.send_bytes(payload, timeout=0.05)
+    assert info.value.free < info.value.size
+    assert [len(ch.recv_bytes_nowait()) for _ in range(sent)] == [1000] * sent
+
+
+@pytest.mark.parametrize("timeout", [0.05, 0.3])
+def test_timeouts_are_honoured(make_channel, timeout):
+    ch = make_channel(capacity=4096)
+    start = time.monotonic()
+    with pytest.raises(shmipc.Empty):
+        ch.recv(timeout=timeout)
+    waited = time.monotonic() - start
+    assert timeout <= waited < timeout * 10
+    while True:
+        try:
+            ch.send_bytes_nowait(bytes(500))
+        except shmipc.Full:
+            break
+    start = time.monotonic()
+    with pytest.raises(shmipc.Full):
+        ch.send_bytes(bytes(500), timeout=timeout)
+    waited = time.monotonic() - start
+    assert timeout <= waited < timeout * 10
+
+
+def test_blocked_sender_resumes_when_room_is_made(make_channel):
+    ch = make_channel(capacity=4096)
+    total = 200
+
+    def producer() -> None:
+        for i in range(total):
+            ch.send_bytes(struct.pack("<I", i) * 100)  # 400 bytes: the ring holds 9
+
+    pid = fork_run(producer)
+    time.sleep(0.3)  # let the producer fill the ring and go to sleep on it
+    assert ch.statistics().free < 408
+    got = []
+    for _ in range(total):
+        got.append(struct.unpack_from("<I", ch.recv_bytes(timeout=10))[0])
+        time.sleep(0.001 if len(got) % 50 else 0.05)  # a slow consumer: the sender sleeps
+    assert join(pid) == 0
+    assert got == list(range(total))
+
+
+def test_receiver_sleeps_until_a_slow_sender_sends(make_channel):
+    ch = make_channel()
+
+    def producer() -> None:
+        for i in range(5):
+            time.sleep(0.1)
+            ch.send(i)
+
+    pid = fork_run(producer)
+    assert [ch.recv(timeout=10) for _ in range(5)] == list(range(5))
+    assert join(pid) == 0
+
+
+def test_close_send_drains_then_ends(make_channel):
+    ch = make_channel()
+    ch.send_many(range(5))
+    ch.close_send()
+    with pytest.raises(shmipc.ChannelClosed):
+        ch.send(6)
+    assert list(ch) == [0, 1, 2, 3, 4]
+    with pytest.raises(shmipc.EndOfChannel):
+        ch.recv(timeout=1)
+    assert ch.statistics().closed
+
+
+def test_close_send_wakes_every_sleeping_consumer(make_channel):
+    ch = make_channel()
+    pids = [fork_run(lambda: list(ch)) for _ in range(3)]
+    time.sleep(0.2)  # the consumers sleep on the empty channel
+    ch.close_send()
+    for pid in pids:
+        assert join(pid, 10) == 0
+
+
+def test_send_many_recv_many(make_channel):
+    ch = make_channel()
+    ch.send_many([{"i": i} for i in range(100)])
+    got = []
+    while len(got) < 100:
+        batch = ch.recv_many(64, timeout=1)
+        assert 1 <= len(batch) <= 64
+        got.extend(batch)
+    assert got == [{"i": i} for i in range(100)]
+    with pytest.raises(shmipc.Empty):
+        ch.recv_many(10, timeout=0)
+    ch.send_many_bytes([b"a", b"bc"])
+    assert ch.recv_many_bytes(10) == [b"a", b"bc"]
+
+
+def test_closed_handle(make_channel):
+    ch = make_channel()
+    ch.close()
+    ch.close()
+    assert ch.closed
+    for call in (lambda: ch.send(1), lambda: ch.recv_nowait(), ch.statistics):
+        with pytest.raises(shmipc.ChannelClosed):
+            call()
+
+
+def test_anonymous_channel_refuses_spawn():
+    ch = shmipc.Channel.anonymous(4096)
+    try:
+        with pytest.raises(shmipc.WrongStartMethod, match="file channel"):
+            pickle.dumps(ch)
+    finally:
+        ch.close()
+
+
+def spawned_consumer(ch: shmipc.Channel) -> None:
+    ch.send(ch.recv(timeout=10) + 1)
+
+
+def test_file_channel_works_with_spawn(channel_path):
+    with shmipc.Channel.create(channel_path) as ch:
+        ctx = multiprocessing.get_context("spawn")
+        proc = ctx.Process(target=spawned_consumer, args=(ch,))
+        proc.start()
+        try:
+            ch.send(41)
+            proc.join(60)
+            assert proc.exitcode == 0
+            assert ch.recv(timeout=1) == 42
+        finally:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)

@@ -1,0 +1,98 @@
+"""layout: every header offset pinned, and validation of the fixed part."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from shmipc import layout
+from shmipc.errors import CorruptChannel, IncompatibleChannel, NotAChannel
+
+
+def test_offsets_are_pinned():
+    # docs/FORMAT.md and any C reader depend on these: change them only with a new version.
+    assert layout.MAGIC == b"SHMIPC\x1a\n"
+    assert layout.FORMAT_VERSION == 1
+    assert layout.HEADER_SIZE == 4096
+    assert layout.FIXED.format == "<8sIIQII16sIIQI"
+    assert layout.FIXED.size == 68
+    offsets = {
+        "magic": 0, "format_version": 8, "header_size": 12, "capacity": 16, "kind": 24,
+        "record_size": 28, "channel_id": 32, "creator_pid": 48, "schema_length": 52,
+        "created_ns": 56, "header_crc": 64,
+    }
+    codes = ["8s", "I", "I", "Q", "I", "I", "16s", "I", "I", "Q", "I"]
+    at = 0
+    for (name, expected), code in zip(offsets.items(), codes, strict=True):
+        assert at == expected, name
+        at += struct.calcsize("<" + code)
+    assert layout.FIXED_CRC_OFFSET == 64
+    assert layout.SCHEMA_OFFSET == 128 and layout.SCHEMA_MAX == 256
+    assert (layout.WRITE_POSITION, layout.SENT_TOTAL, layout.PRODUCER_HOLDER) == (384, 392, 400)
+    assert (layout.READ_POSITION, layout.RECEIVED_TOTAL, layout.CONSUMER_HOLDER) == (448, 456, 464)
+    assert layout.BATCH_CURSOR == 472
+    assert (layout.CLOSED, layout.SENDER_WAITING, layout.RECOVERIES) == (512, 516, 576)
+    # Each side's position on its own 64-byte cache line.
+    assert layout.WRITE_POSITION // 64 != layout.READ_POSITION // 64
+    assert layout.WRITE_POSITION % 64 == 0 and layout.READ_POSITION % 64 == 0
+
+
+@pytest.mark.parametrize(("requested", "used"), [
+    (1, 4096), (4096, 4096), (4097, 8192), (1 << 20, 1 << 20), (1_000_000, 1 << 20),
+])
+def test_capacity_rounds_up_to_a_power_of_two(requested, used):
+    assert layout.capacity_for(requested) == used
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1 << 41])
+def test_capacity_out_of_range(bad):
+    with pytest.raises(ValueError):
+        layout.capacity_for(bad)
+
+
+def fresh_header(**kwargs) -> bytearray:
+    buf = bytearray(layout.HEADER_SIZE + 4096)
+    layout.initialize(memoryview(buf), 4096, **kwargs)
+    return buf
+
+
+def test_initialize_then_parse_roundtrip():
+    buf = fresh_header(schema="people: 4s name, i age", kind=layout.ChannelKind.RECORDS,
+                       record_size=8)
+    info = layout.parse(bytes(buf[:layout.LIVE_OFFSET]), file_size=len(buf))
+    assert info.capacity == 4096 and info.record_size == 8
+    assert info.kind is layout.ChannelKind.RECORDS
+    assert info.schema == "people: 4s name, i age"
+    assert len(info.channel_id) == 16
+
+
+def test_wrong_magic_is_not_a_channel():
+    with pytest.raises(NotAChannel):
+        layout.parse(b"hello world" * 100)
+
+
+def test_short_header_is_corrupt():
+    with pytest.raises(CorruptChannel, match="truncated"):
+        layout.parse(bytes(fresh_header()[:100]))
+
+
+def test_other_version_is_incompatible():
+    buf = fresh_header()
+    struct.pack_into("<I", buf, 8, 2)
+    with pytest.raises(IncompatibleChannel, match="version 2"):
+        layout.parse(bytes(buf[:layout.LIVE_OFFSET]))
+
+
+@pytest.mark.parametrize("offset", [12, 16, 24, 32, 47, 60, 130])
+def test_any_flipped_fixed_byte_fails_the_checksum(offset):
+    buf = fresh_header(schema="x" * 10)
+    buf[offset] ^= 0x40
+    with pytest.raises(CorruptChannel):
+        layout.parse(bytes(buf[:layout.LIVE_OFFSET]))
+
+
+def test_file_size_must_match():
+    buf = fresh_header()
+    with pytest.raises(CorruptChannel, match="truncated or extended"):
+        layout.parse(bytes(buf[:layout.LIVE_OFFSET]), file_size=len(buf) - 1)
