@@ -1,0 +1,33 @@
+"""The public names are a promise: this pins them (py-lmdb, trio)."""
+
+import shmipc
+
+
+def test_all_is_pinned():
+    assert sorted(shmipc.__all__) == sorted([
+        "DEFAULT_CAPACITY", "Channel", "ChannelClosed", "ChannelStatistics", "Codec",
+        "CorruptChannel", "DecodeError", "Empty", "EncodeError", "EndOfChannel", "Full",
+        "IncompatibleChannel", "Mapping", "MappingError", "MappingKind", "MessageTooLarge",
+        "NotAChannel", "PeerDied", "ShmipcError", "WrongStartMethod", "map_anonymous",
+        "map_file",
+    ])
+
+
+def test_every_public_name_exists_and_is_documented():
+    for name in shmipc.__all__:
+        obj = getattr(shmipc, name)
+        if callable(obj):
+            assert obj.__doc__, name
+
+
+def test_errors_form_one_hierarchy():
+    for name in shmipc.__all__:
+        obj = getattr(shmipc, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, shmipc.ShmipcError), name
+
+
+def test_public_methods_are_documented():
+    for name in dir(shmipc.Channel):
+        if not name.startswith("_"):
+            assert getattr(shmipc.Channel, name).__doc__, name
