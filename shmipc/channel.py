@@ -151,7 +151,7 @@ class Channel:
 
     def __init__(self, mapping: Mapping, info: HeaderInfo, sems: dict[str, posix_ipc.Semaphore],
                  *, path: str | None, fd: int, codec: Codec | None = None) -> None:
-        """Private: use :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`anonymous`."""
+        """Private: use :meth:`create`, :meth:`open`, :meth:`open_or_create`, :meth:`anonymous`."""
         self._mapping = mapping
         self._info = info
         self._path = path

@@ -9,7 +9,7 @@ message and is validated each time it is read.
 ::
 
     offset size  field             fixed part, written once, CRC-32 over 0..63 (crc as 0) + schema
-    ------ ----  ----------------  ------------------------------------------------------------------
+    ------ ----  ----------------  -------------------------------------------------------------
          0    8  magic             b"SHMIPC\\x1a\\n"
          8    4  format_version    1
         12    4  header_size       4096: the data area starts here

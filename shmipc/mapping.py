@@ -139,7 +139,9 @@ class Mapping:
         if size is None:
             size = self.size - offset
         if offset < 0 or size < 0 or offset + size > self.size:
-            raise MappingError(f"flush range {offset}+{size} is outside a mapping of {self.size} bytes")
+            raise MappingError(
+                f"flush range {offset}+{size} is outside a mapping of {self.size} bytes"
+            )
         if self.kind is not MappingKind.SHARED_FILE or size == 0:
             return
         start = offset - offset % PAGE_SIZE
@@ -304,7 +306,7 @@ def map_descriptor(fd: int, size: int, *, path: str | None = None) -> Mapping:
     """
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        raise MappingError(f"{path or fd!r} is not a regular file; only regular files can be mapped")
+        raise MappingError(f"{path or fd!r} is not a regular file; only regular files map")
     if size <= 0 or size > st.st_size:
         raise MappingError(
             f"mapping {size} bytes of {path or fd!r} ({st.st_size} bytes) would fault on access"

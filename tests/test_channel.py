@@ -15,8 +15,8 @@ import zlib
 import pytest
 
 import shmipc
-from shmipc import layout, sync
 from conftest import fork_run, join, run_python, start_python, unlink_channel_names
+from shmipc import layout, sync
 
 SMALL = {"name": "b", "age": 20}
 

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
+from conftest import fork_run, join
 from shmipc import mapping
 from shmipc.errors import MappingError
-from conftest import fork_run, join
 
 
 def child_writes(m: mapping.Mapping, value: bytes) -> None:
@@ -104,7 +104,7 @@ def test_close_refuses_while_a_view_is_alive(tmp_path, past_end):
     assert m.closed
     m.close()  # idempotent
     with pytest.raises(ValueError):
-        m.buffer
+        _ = m.buffer
 
 
 def test_missing_file_and_directory(tmp_path):

@@ -10,8 +10,8 @@ import posix_ipc
 import pytest
 
 import shmipc
-from shmipc import layout, sync
 from conftest import fork_run, join
+from shmipc import layout, sync
 
 
 def test_token_names_this_process_and_is_alive():
