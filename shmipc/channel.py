@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import stat
 import time
@@ -170,10 +171,11 @@ class Channel:
         self._items = sems["i"]
         self._space = sems["s"]
         repair = sync.RepairLock(fd)
-        self._plock = sync.RobustLock(sems["p"], self._hq, Q_PRODUCER_HOLDER, repair,
-                                      self._recovered)
-        self._clock = sync.RobustLock(sems["c"], self._hq, Q_CONSUMER_HOLDER, repair,
-                                      self._recovered)
+        # The callback holds the header view, not self: no reference cycle, so a dropped
+        # handle is closed by reference counting at once.
+        recovered = functools.partial(_count_recovery, self._hq)
+        self._plock = sync.RobustLock(sems["p"], self._hq, Q_PRODUCER_HOLDER, repair, recovered)
+        self._clock = sync.RobustLock(sems["c"], self._hq, Q_CONSUMER_HOLDER, repair, recovered)
         self._closed = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -425,6 +427,24 @@ class Channel:
         for sem in self._sems.values():
             sem.close()
         os.close(self._fd)
+
+    def flush(self) -> None:
+        """Write the channel's pages to its file now (``msync``), for a machine crash.
+
+        Other processes see every message at once without this; the kernel writes the pages
+        back on its own within seconds. Call it where messages must survive a power loss.
+        A no-op for an anonymous channel.
+        """
+        if self._closed:
+            raise ChannelClosed("this channel handle is closed; open the channel again")
+        self._mapping.flush()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass  # views still out at interpreter exit: the OS reclaims everything
 
     def unlink(self) -> None:
         """Remove the channel's file and its semaphore names. Idempotent.
@@ -762,8 +782,9 @@ class Channel:
             recoveries=hq[Q_RECOVERIES],
         )
 
-    def _recovered(self, dead_holder: int) -> None:
-        # Called under the repair lock with the dead holder's lock taken over. Nothing it did
-        # is half-visible (only position stores commit), and tokens it took or failed to post
-        # are made good by the waiters' liveness re-checks: count it for inspect.
-        self._hq[Q_RECOVERIES] = (self._hq[Q_RECOVERIES] + 1) & U64_MASK
+
+def _count_recovery(hq: memoryview, dead_holder: int) -> None:
+    # Called under the repair lock with the dead holder's lock taken over. Nothing it did is
+    # half-visible (only position stores commit), and tokens it took or failed to post are made
+    # good by the waiters' liveness re-checks: count it for inspect.
+    hq[Q_RECOVERIES] = (hq[Q_RECOVERIES] + 1) & U64_MASK

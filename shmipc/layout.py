@@ -63,7 +63,7 @@ MAGIC = b"SHMIPC\x1a\n"
 FORMAT_VERSION = 1
 HEADER_SIZE = 4096
 MIN_CAPACITY = 4096
-MAX_CAPACITY = 1 << 40
+MAX_CAPACITY = 1 << 34  # keeps the message count below SEM_VALUE_MAX (2**31 - 1)
 SCHEMA_MAX = 256
 
 # The fixed part, as one struct: magic, version, header size, capacity, kind, record size,

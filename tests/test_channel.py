@@ -465,3 +465,18 @@ def test_file_channel_works_with_spawn(channel_path):
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
+
+
+def test_flush_writes_the_file(channel_path):
+    with shmipc.Channel.create(channel_path, 8192) as ch:
+        ch.send_bytes(b"persist me")
+        ch.flush()
+        assert b"persist me" in channel_path.read_bytes()
+
+
+def test_a_dropped_handle_releases_its_descriptor(channel_path):
+    shmipc.Channel.create(channel_path, 8192).close()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        shmipc.Channel.open(channel_path)  # never closed: garbage collection must clean up
+    assert len(os.listdir("/proc/self/fd")) <= before + 1

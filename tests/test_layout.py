@@ -45,7 +45,7 @@ def test_capacity_rounds_up_to_a_power_of_two(requested, used):
     assert layout.capacity_for(requested) == used
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1 << 41])
+@pytest.mark.parametrize("bad", [0, -1, 1 << 35])
 def test_capacity_out_of_range(bad):
     with pytest.raises(ValueError):
         layout.capacity_for(bad)
