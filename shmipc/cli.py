@@ -852,10 +852,13 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         pids = report.unreadable
         shown = ", ".join(f"{pid} {_comm(pid)}" for pid in pids[:5])
         shown += ", ..." if len(pids) > 5 else ""
-        why = (f"cannot read the memory maps of {len(pids)} processes (pid {shown})" if pids
-               else "/proc hides other users' processes (hidepid)")
-        sys.stderr.write(f"{PROG} cleanup: {why}; {len(report.unknown)} names that they may "
-                         "hold were kept; run as root (with CAP_SYS_PTRACE) to check them, or "
+        if pids:
+            plural = "es" if len(pids) > 1 else ""
+            why = f"cannot read the memory maps of {len(pids)} process{plural} (pid {shown})"
+        else:
+            why = "/proc hides other users' processes (hidepid)"
+        sys.stderr.write(f"{PROG} cleanup: {why}; kept {len(report.unknown)} names nobody else "
+                         "uses, as those could; run with the privilege to read them (root), or "
                          "pass --ignore-pid PID for processes you know do not use shmipc\n")
     return 0
 
