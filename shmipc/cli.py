@@ -320,7 +320,23 @@ def _semaphore_names(info: layout.HeaderInfo) -> dict[str, str]:
     return names
 
 
+_SEM_T_SIZE = 32  # sizeof(sem_t) with glibc on 64-bit Linux
+
+
 def _probe_semaphore(role: str, name: str) -> SemaphoreState:
+    # sem_open maps the file without checking its size: a file shorter than a sem_t (truncated
+    # by hand, or not a semaphore) would fault with SIGBUS when read. Look before opening.
+    try:
+        st = os.stat(_SEM_PATH + name[1:])
+    except FileNotFoundError:
+        return SemaphoreState(role, name, False, None)
+    except OSError:
+        pass  # not kept in /dev/shm on this system: sem_open decides
+    else:
+        if not stat.S_ISREG(st.st_mode) or st.st_size < _SEM_T_SIZE:
+            return SemaphoreState(role, name, True, None,
+                                  f"not a semaphore ({st.st_size} bytes); remove it with "
+                                  "`shmipc cleanup`")
     # Opening without O_CREAT never creates: a missing name stays missing.
     try:
         sem = posix_ipc.Semaphore(name)
@@ -536,8 +552,11 @@ def cmd_create(args: argparse.Namespace) -> int:
         if record_channel is None:
             raise CliError(f"{path}: record channels are not available in this shmipc "
                            f"{shmipc.__version__}; create a msgpack channel without --record")
-        channel = record_channel.create(path, args.record, capacity=args.capacity,
-                                        mode=args.mode)
+        try:
+            channel = record_channel.create(path, args.record, capacity=args.capacity,
+                                            mode=args.mode)
+        except (ValueError, TypeError) as exc:  # a schema the record layer refuses
+            raise CliError(f"{path}: invalid record schema {args.record!r}: {exc}") from None
     else:
         channel = Channel.create(path, args.capacity, mode=args.mode)
     channel.close()

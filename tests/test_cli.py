@@ -248,6 +248,22 @@ def test_inspect_changes_nothing_and_reports_missing_semaphores(channel_path):
     assert cli_run("recv", channel_path).stdout == '"a"\n"b"\n'
 
 
+def test_inspect_survives_a_truncated_semaphore_file(channel_path):
+    # sem_open maps such a file unchecked; reading its value would fault with SIGBUS.
+    assert cli_run("create", channel_path, "--capacity", "4K").returncode == 0
+    space = names_of(channel_path)[3]
+    sync.unlink_semaphore(space)
+    bogus = Path(f"/dev/shm/sem.{space[1:]}")
+    bogus.write_bytes(b"")
+    try:
+        result = cli_run("inspect", channel_path, "--json")
+        assert result.returncode == 0, result.stderr
+        assert "not a semaphore (0 bytes)" in json.loads(result.stdout)["semaphores"]["s"][
+            "problem"]
+    finally:
+        bogus.unlink()
+
+
 def test_inspect_decodes_lock_holders(channel_path):
     assert cli_run("create", channel_path, "--capacity", "4K").returncode == 0
     dead = int(run_python("from shmipc import sync; print(sync.next_holder_value())").stdout)
