@@ -168,7 +168,7 @@ def _describe(path: str, exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError) and not isinstance(exc, ShmipcError):
         text = "no such file"
     elif isinstance(exc, PermissionError) and exc.errno is not None:
-        text = f"permission denied ({exc.strerror})"
+        text = "permission denied"
     elif isinstance(exc, OSError) and exc.errno is not None:
         text = exc.strerror or str(exc)
     else:
@@ -242,7 +242,14 @@ class ChannelState:
 
     @property
     def used(self) -> int:
-        """Bytes taken by unread frames (at most the capacity)."""
+        """Bytes taken by unread messages (at most the capacity).
+
+        Frames: the distance between the positions (frame headers and padding included).
+        Records: unread records times the record size, from the counters alone, so it holds
+        whatever unit the record channel counts its positions in.
+        """
+        if self.info.kind is ChannelKind.RECORDS:
+            return min(self.messages * self.info.record_size, self.info.capacity)
         return min(ring.used_bytes(self.write_position, self.read_position), self.info.capacity)
 
     @property
@@ -389,7 +396,8 @@ def read_state(path: str, *, semaphores: bool = True) -> ChannelState:
                 view.release()
     finally:
         os.close(fd)
-    if w & 7 or r & 7 or ring.used_bytes(w, r) > info.capacity:
+    misaligned = info.kind is ChannelKind.FRAMES and (w & 7 or r & 7)
+    if misaligned or ring.used_bytes(w, r) > info.capacity:
         raise shmipc.CorruptChannel(
             f"{path}: positions are impossible (write {w}, read {r}, capacity "
             f"{info.capacity}); the file was overwritten by something else than shmipc",
@@ -999,6 +1007,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (| head): nothing to say
+        _silence_stdout()
+        return 1
     except ChannelClosed as exc:
         message = _describe(where, exc)
     except _EXPECTED as exc:
