@@ -7,7 +7,7 @@ Subcommands::
     shmipc send PATH [--bytes] [--close] [--timeout S]      < JSON lines (or raw lines)
     shmipc recv PATH [--count N] [--timeout S] [--follow] [--bytes]
     shmipc unlink PATH
-    shmipc cleanup [--dry-run] [--id HEX ...]
+    shmipc cleanup [--dry-run] [--id HEX ...] [--ignore-pid PID ...]
 
 Exit status: 0 success, 1 a runtime failure (one line on stderr that names the path and the
 problem; no traceback), 2 a usage error (argparse's message), 130 interrupted (Ctrl-C).
@@ -60,9 +60,12 @@ __all__ = [
     "JSON_FORMS",
     "CliError",
     "ChannelState",
+    "HolderState",
+    "SemaphoreState",
     "StaleReport",
     "build_parser",
     "find_stale_semaphores",
+    "format_state",
     "from_jsonable",
     "main",
     "parse_mode",
