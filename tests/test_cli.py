@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +284,40 @@ def test_inspect_decodes_lock_holders(channel_path):
     with open(channel_path, "r+b") as f:  # a holder that died holding the lock
         os.pwrite(f.fileno(), dead.to_bytes(8, "little"), layout.PRODUCER_HOLDER)
     assert "which has exited" in cli_run("inspect", channel_path).stdout
+
+
+def test_inspect_a_sender_blocked_on_a_full_ring(tmp_path, channel_path):
+    assert cli_run("create", channel_path, "--capacity", "4K").returncode == 0
+    sender = cli_start("send", channel_path, "--close")
+    try:
+        sender.stdin.write("".join(f'"{i:0100d}"\n' for i in range(200)))  # ~6 ring-fulls
+        sender.stdin.close()
+        deadline = time.monotonic() + 30
+        while True:  # polled, not timed: wait until the sender sleeps on the full ring
+            state = json.loads(cli_run("inspect", channel_path, "--json").stdout)
+            if state["sender_waiting"] or time.monotonic() > deadline:
+                break
+        assert state["sender_waiting"] is True
+        assert state["used"] > 4096 - 120 and state["used_percent"] > 97
+        producer = state["holders"]["producer"]
+        assert (producer["pid"], producer["held"], producer["alive"]) == (sender.pid, True, True)
+        assert state["semaphores"]["p"]["value"] == 0
+        text = cli_run("inspect", channel_path).stdout
+        assert f"held by pid {sender.pid} (running)" in text
+        with open(tmp_path / "drained", "w+") as output:
+            drained = subprocess.run(
+                [sys.executable, "-m", "shmipc", "recv", str(channel_path), "--follow"],
+                stdout=output, stderr=subprocess.PIPE, text=True, timeout=60, cwd=ROOT)
+            assert drained.returncode == 0, drained.stderr
+            output.seek(0)
+            assert len(output.read().splitlines()) == 200
+        assert sender.wait(timeout=30) == 0
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+        sender.wait(timeout=30)
+        sender.stdout.close()
+        sender.stderr.close()
 
 
 def test_inspect_record_channel_from_header_alone(tmp_path):
