@@ -943,7 +943,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("create", cmd_create, "Create a channel file (it must not exist).")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="the channel file")
     p.add_argument("--capacity", type=parse_size, default=DEFAULT_CAPACITY, metavar="SIZE",
                    help="ring bytes: 65536, 64K, 16M, 1G (rounded up to a power of two, at "
                         f"least 4K; default {DEFAULT_CAPACITY // (1 << 20)}M)")
@@ -956,13 +956,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Reads the header and opens only existing semaphores; a missing semaphore is "
             "reported, never rebuilt.\n--json prints one object with the keys format_version, "
             "kind, capacity, used, messages,\nsent, received, closed, and more.")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="the channel file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = add("send", cmd_send, "Send each line of stdin as a message.",
             f"Each non-empty line is one JSON value, sent with msgpack; with --bytes each line\n"
             f"(its newline removed) is sent as raw bytes.\n\n{JSON_FORMS}")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="the channel file")
     p.add_argument("--bytes", action="store_true", help="send raw lines, not JSON")
     p.add_argument("--close", action="store_true",
                    help="at end of input, close the channel for sending (receivers then end)")
@@ -970,7 +970,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail if the channel stays full this long (default: wait)")
 
     p = add("recv", cmd_recv, "Receive messages and print them as JSON lines.", _RECV_HELP)
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="the channel file")
     p.add_argument("--count", "-n", type=_positive_int, metavar="N",
                    help="stop after N messages (waiting for them)")
     p.add_argument("--timeout", type=_seconds, metavar="S",
@@ -983,7 +983,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("unlink", cmd_unlink, "Remove a channel file and its semaphore names.",
             "Refuses a file that is not a shmipc channel. Processes that have the channel open\n"
             "keep using it until they close it.")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="the channel file")
 
     p = add("cleanup", cmd_cleanup,
             "Remove shmipc semaphore names that no live process has open.", _CLEANUP_HELP)
