@@ -1008,7 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except CliError as exc:
         message = str(exc)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, posix_ipc.SignalError):  # Ctrl-C, maybe inside a sem wait
         return 130
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing to say
         _silence_stdout()

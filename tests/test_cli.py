@@ -378,6 +378,22 @@ def test_recv_follow_with_a_concurrent_producer(tmp_path, channel_path):
     assert [json.loads(line)["i"] for line in out.splitlines()] == list(range(count))
 
 
+def test_ctrl_c_stops_follow_quietly(channel_path):
+    assert cli_run("create", channel_path, "--capacity", "4K").returncode == 0
+    follower = cli_start("recv", channel_path, "--follow")
+    try:
+        assert cli_run("send", channel_path, input='"first"\n').returncode == 0
+        assert follower.stdout.readline() == '"first"\n'  # it runs, and waits for more
+        follower.send_signal(signal.SIGINT)
+        rc, out, err = finish(follower, timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    assert (rc, out) == (130, "")
+    assert "Traceback" not in err, err
+
+
 def test_recv_waiting_rules(channel_path):
     assert cli_run("create", channel_path, "--capacity", "4K").returncode == 0
     empty = cli_run("recv", channel_path)  # plain recv: what is waiting now, maybe nothing
