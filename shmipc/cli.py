@@ -849,7 +849,6 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         out.write(f"in use        {name}  (pid {', '.join(map(str, sorted(users)))})\n")
     for name in report.unknown:
         out.write(f"kept          {name}  (cannot tell whether it is in use)\n")
-    removed: list[str] = []
     if args.dry_run:
         for name in report.stale:
             out.write(f"would remove  {name}\n")
@@ -860,11 +859,11 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         inodes = _inodes(n for n in report.stale if n in still)
         for name in report.stale:
             if name not in still:
-                out.write(f"in use        {name}  (opened meanwhile)\n")
+                why = "opened meanwhile" if name in recheck.in_use else "cannot tell any more"
+                out.write(f"kept          {name}  ({why})\n")
                 continue
             try:
                 if sync.unlink_semaphore(name):
-                    removed.append(name)
                     out.write(f"removed       {name}\n")
             except posix_ipc.PermissionsError:
                 out.flush()
@@ -880,16 +879,15 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     out.flush()
     if report.unknown:
         pids = report.unreadable
-        shown = ", ".join(f"{pid} {_comm(pid)}" for pid in pids[:5])
-        shown += ", ..." if len(pids) > 5 else ""
         if pids:
-            plural = "es" if len(pids) > 1 else ""
-            why = f"cannot read the memory maps of {len(pids)} process{plural} (pid {shown})"
+            shown = ", ".join(f"{pid} {_comm(pid)}".strip() for pid in pids[:5])
+            shown += ", ..." if len(pids) > 5 else ""
+            why = f"cannot read the memory maps of pid {shown}"
         else:
             why = "/proc hides other users' processes (hidepid)"
-        sys.stderr.write(f"{PROG} cleanup: {why}; kept {len(report.unknown)} names nobody else "
-                         "uses, as those could; run with the privilege to read them (root), or "
-                         "pass --ignore-pid PID for processes you know do not use shmipc\n")
+        sys.stderr.write(f"{PROG} cleanup: {why}, which could hold the {len(report.unknown)} "
+                         "names kept; run as root to check them, or pass --ignore-pid PID for "
+                         "a process you know does not use shmipc\n")
     return 0
 
 
