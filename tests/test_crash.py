@@ -30,7 +30,7 @@ def run_torture(*args: str, timeout: float = 240) -> dict:
 
 
 def test_random_and_hooked_kills_lose_nothing():
-    report = run_torture("--duration", "30", "--kills", "60", "--hook-share", "0.5")
+    report = run_torture("--duration", "25", "--kills", "60", "--hook-share", "0.5")
     kills = report["kills"]
     assert kills.get("random", 0) >= 5, kills
     # Every kill point was reached at least once: a change of the lock protocol that the

@@ -150,6 +150,10 @@ def _fork(fn, *args) -> int:  # type: ignore[no-untyped-def]
 # --- the orchestrator ----------------------------------------------------------------------
 
 
+class Abort(Exception):
+    """A worker failed on its own: stop the run and report."""
+
+
 class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -223,7 +227,7 @@ class Run:
                 del self.workers[pid]
                 self.violations.append(
                     f"{kind} {inc} exited on its own with {os.waitstatus_to_exitcode(status)}")
-                self.start(kind)
+                raise Abort(self.violations[-1])
 
     def hook_round(self, point: str) -> None:
         kind = self.rng.choice(("producer", "consumer"))
@@ -273,6 +277,8 @@ class Run:
                 self.check_workers()
             self.finish()
             report = self.check()
+        except Abort:
+            pass
         finally:
             for pid in list(self.workers):
                 os.kill(pid, signal.SIGKILL)
