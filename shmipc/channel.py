@@ -381,18 +381,20 @@ class Channel:
             return sems  # type: ignore[return-value]
         # Some are gone (reboot, removed by hand): rebuild them from the header, alone.
         fcntl.lockf(fd, fcntl.LOCK_EX)
+        created: list[str] = []  # names this call made: removed again if it fails
         try:
             for role, name in names.items():
                 if sems[role] is None:
                     sems[role] = sync.open_semaphore(name)
+            # Count before creating anything: corrupt frames must not leave new names behind.
+            items = cls._count_items(mapping, info) if sems["i"] is None else 0
+            for role, name in names.items():
                 if sems[role] is not None:
                     continue
-                if role == "i":
-                    initial = cls._count_items(mapping, info)
-                else:
-                    initial = cls._initial_value(role, info)
+                initial = items if role == "i" else cls._initial_value(role, info)
                 try:
                     sems[role] = sync.create_semaphore(name, initial, mode)
+                    created.append(name)
                 except FileExistsError:
                     sems[role] = sync.open_semaphore(name)
                 if role in ("p", "c"):  # a fresh lock has no holder
@@ -403,6 +405,8 @@ class Channel:
             for sem in sems.values():
                 if sem is not None:
                     sem.close()
+            for name in created:
+                sync.unlink_semaphore(name)
             raise
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN)
