@@ -745,9 +745,23 @@ class Channel:
     # --- state -----------------------------------------------------------------------------
 
     def statistics(self) -> ChannelStatistics:
-        """A snapshot of the channel's shared state (see :class:`ChannelStatistics`)."""
+        """A snapshot of the channel's shared state (see :class:`ChannelStatistics`).
+
+        Raises:
+            CorruptChannel: the channel file was truncated by another program (checked with
+                ``fstat`` before the mapping is touched: a truncated page faults with SIGBUS).
+        """
         if self._closed:
             raise ChannelClosed("this channel handle is closed; open the channel again")
+        if self._path is not None:
+            size = os.fstat(self._fd).st_size
+            if size < self._info.file_size:
+                raise CorruptChannel(
+                    f"{self._path!r} was truncated to {size} bytes by another program while "
+                    f"mapped (it must be {self._info.file_size}); touching the missing pages "
+                    "would fault with SIGBUS: stop every process using it and create it again",
+                    path=self._path,
+                )
         hq, hi = self._hq, self._hi
         w, r = hq[Q_WRITE], hq[Q_READ]
         sent, received = hq[Q_SENT], hq[Q_RECEIVED]
