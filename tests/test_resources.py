@@ -24,7 +24,7 @@ import posix_ipc
 import pytest
 
 import shmipc
-from conftest import fork_run, join, shmipc_entries
+from conftest import fork_run, join
 from shmipc import channel as channel_module
 from shmipc import sync
 
@@ -39,6 +39,16 @@ def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
+def no_names_of(channel_id: bytes) -> bool:
+    return not any(os.path.exists(sem_path(sync.semaphore_name(channel_id, r)))
+                   for r in sync.ROLES)
+
+
+def fix_channel_id(channel_id: bytes) -> None:
+    """In a child: make the next channel id ``channel_id`` (to look for its names after)."""
+    channel_module.os.urandom = lambda n: channel_id
+
+
 def in_child(fn) -> None:
     """Run ``fn`` in a forked child; fail with its exit code if it raised."""
     assert join(fork_run(fn), timeout=60) == 0
@@ -50,9 +60,10 @@ def in_child(fn) -> None:
 def test_a_full_filesystem_fails_at_create_not_later(tmp_path):
     """posix_fallocate reserves the blocks: the file size limit is hit in create(), cleanly."""
     path = tmp_path / f"big-{uuid.uuid4().hex}"
-    names_before = shmipc_entries()
+    channel_id = os.urandom(16)
 
     def child() -> None:
+        fix_channel_id(channel_id)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death by SIGXFSZ
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, resource.RLIM_INFINITY))
         with pytest.raises(OSError) as info:
@@ -63,11 +74,11 @@ def test_a_full_filesystem_fails_at_create_not_later(tmp_path):
 
     in_child(child)
     assert sorted(os.listdir(tmp_path)) == [path.name]  # no half-made file left aside
-    shmipc.Channel.open(path).close()
     ch = shmipc.Channel.open(path)
+    assert ch.info.channel_id == channel_id
     ch.unlink()
     ch.close()
-    assert shmipc_entries() - names_before == set()
+    assert no_names_of(channel_id)
 
 
 def test_created_file_has_its_blocks_reserved(channel_path):
@@ -111,7 +122,7 @@ def test_an_existing_semaphore_name_fails_create_and_leaves_nothing(tmp_path):
     path = tmp_path / "ch"
     try:
         def child() -> None:
-            channel_module.os.urandom = lambda n: channel_id  # the only injection
+            fix_channel_id(channel_id)  # the only injection
             with pytest.raises(FileExistsError, match="already exists"):
                 shmipc.Channel.create(path, 1 << 14)
 
@@ -148,10 +159,15 @@ def test_a_path_that_appears_during_create_leaves_nothing(tmp_path):
 
 
 def test_create_in_a_missing_directory_makes_nothing(tmp_path):
-    before = shmipc_entries()
-    with pytest.raises(FileNotFoundError):
-        shmipc.Channel.create(tmp_path / "no" / "such" / "ch", 1 << 14)
-    assert shmipc_entries() == before
+    channel_id = os.urandom(16)
+
+    def child() -> None:
+        fix_channel_id(channel_id)
+        with pytest.raises(FileNotFoundError):
+            shmipc.Channel.create(tmp_path / "no" / "such" / "ch", 1 << 14)
+
+    in_child(child)
+    assert no_names_of(channel_id) and os.listdir(tmp_path) == []
 
 
 def test_failed_opens_close_their_descriptors(tmp_path, channel_path):
@@ -268,11 +284,12 @@ def test_a_readable_file_with_private_semaphores_is_refused_whole(shared_dir):
 
 @ROOT_ONLY
 def test_another_user_cannot_create_in_a_directory_it_may_not_write(shared_dir):
-    before = shmipc_entries()
+    channel_id = os.urandom(16)
 
     def other_user() -> None:
+        fix_channel_id(channel_id)
         with pytest.raises(PermissionError):
             shmipc.Channel.create(shared_dir / "ch", 1 << 14)
 
     assert as_nobody(other_user) == 0
-    assert os.listdir(shared_dir) == [] and shmipc_entries() == before
+    assert os.listdir(shared_dir) == [] and no_names_of(channel_id)
