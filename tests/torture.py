@@ -388,6 +388,19 @@ def main(argv: list[str] | None = None) -> int:
         args.seed = random.randrange(1 << 30)
     report = Run(args).run()
     report["seed"] = args.seed
+    report["checks"] = ["checksum of every message", "no duplicate", "nothing invented",
+                        "per-producer order", "lost <= killed consumers",
+                        "progress after every kill"]
+    kills = report.get("kills") or {}
+    print(f"{report.get('seconds')} s, seed {args.seed}: {report.get('messages', 0)} messages "
+          f"({report.get('bytes', 0)} bytes) received and checksum-verified; "
+          f"{sum(kills.values())} kills {kills}; "  # type: ignore[union-attr]
+          f"lost with killed consumers: {report.get('lost_with_killed_consumers', 0)}; "
+          f"recoveries {report.get('recoveries')}; slowest progress after a kill "
+          f"{report.get('progress_max_s')} s", flush=True)
+    for violation in report["violations"]:  # type: ignore[union-attr]
+        print(f"VIOLATION: {violation}", flush=True)
+    print("OK: no violation" if not report["violations"] else "FAILED", flush=True)
     print(json.dumps(report), flush=True)
     return 1 if report["violations"] else 0
 
