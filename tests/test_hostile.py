@@ -152,8 +152,12 @@ def mutate(path, muts, fix_crc: bool) -> list[bytes]:
     return written
 
 
-def child_exercise(path, sent: list[bytes]) -> None:
-    """Open, receive, send and inspect; only ShmipcError may come out. Runs in a child."""
+def child_exercise(path, sent: list[bytes], live_muts=None) -> None:
+    """Open, receive, send and inspect; only ShmipcError may come out. Runs in a child.
+
+    With ``live_muts`` the file is mutated after the child opened it (a hostile peer writing
+    into a validated, mapped channel): only the checks made on every use can catch that.
+    """
     real_read_frame = ring.read_frame
 
     def checked_read_frame(words, capacity, read_position, write_position):
@@ -165,13 +169,15 @@ def child_exercise(path, sent: list[bytes]) -> None:
 
     ring.read_frame = checked_read_frame
     allowed = set(sent)
-    with open(path, "rb") as f:  # the data area as the mutations left it
-        ring_bytes = f.read()[layout.HEADER_SIZE:]
     code = 0
     try:
         ch = shmipc.Channel.open(path)
     except shmipc.ShmipcError:
         os._exit(10)  # refused cleanly
+    if live_muts:
+        mutate(path, live_muts[0], live_muts[1])
+    with open(path, "rb") as f:  # the data area as the mutations left it
+        ring_bytes = f.read()[layout.HEADER_SIZE:]
     try:
         for _ in range(len(sent) + 4):
             try:
@@ -205,16 +211,22 @@ def child_exercise(path, sent: list[bytes]) -> None:
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(sizes=st.lists(st.integers(0, 1500), min_size=0, max_size=12),
        taken=st.integers(0, 12), start=st.sampled_from([0, 4000, (1 << 64) - 2048]),
-       muts=mutations, fix_crc=st.sampled_from([True, True, True, False]))
-def test_fuzzed_channel_files_fail_cleanly(tmp_path, sizes, taken, start, muts, fix_crc):
+       muts=mutations, fix_crc=st.sampled_from([True, True, True, False]),
+       live=st.booleans())
+def test_fuzzed_channel_files_fail_cleanly(tmp_path, sizes, taken, start, muts, fix_crc,
+                                           live):
     path = tmp_path / f"fuzz-{uuid.uuid4().hex}"
     original_id = None
     try:
         sent = build(path, sizes, taken, start)
         with open(path, "rb") as f:
             original_id = f.read(48)[32:48]
-        mutate(path, muts, fix_crc)
-        pid = fork_run(lambda: child_exercise(path, sent))
+        if live:  # a truncated live mapping faults with SIGBUS: the documented hazard
+            muts = [m for m in muts if m[0] != "size"]
+            pid = fork_run(lambda: child_exercise(path, sent, (muts, fix_crc)))
+        else:
+            mutate(path, muts, fix_crc)
+            pid = fork_run(lambda: child_exercise(path, sent))
         code = join(pid, timeout=60)
         assert code >= 0, f"the child died of signal {-code} on {muts}"
         assert code in (0, 10, 11), f"child exit {code} on {muts} (fix_crc={fix_crc})"
