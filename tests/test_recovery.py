@@ -16,9 +16,9 @@ import signal
 import time
 
 import pytest
+from conftest import fork_run, join
 
 import shmipc
-from conftest import fork_run, join
 from shmipc import _killpoints, layout, sync
 
 BEFORE_COMMIT = ("window", "held", "frame")
@@ -26,7 +26,7 @@ AFTER_COMMIT = ("releasing", "unposted")
 
 
 def die_at(path, point: str, action) -> int:
-    """Fork a child that opens ``path``, runs ``action(channel)`` and SIGKILLs itself at ``point``."""
+    """Fork a child that opens ``path``, runs ``action(channel)``, SIGKILLs itself at ``point``."""
 
     def child() -> None:
         _killpoints.install(

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import posix_ipc
 import pytest
+from conftest import fork_run, join
 
 import shmipc
-from conftest import fork_run, join
 from shmipc import channel as channel_module
 from shmipc import sync
 
@@ -144,7 +144,7 @@ def test_a_path_that_appears_during_create_leaves_nothing(tmp_path):
         real_link = os.link
 
         def racing_link(src, dst):  # another process wins the race for the path
-            made.append(open(src, "rb").read(48)[32:48])
+            made.append(Path(src).read_bytes()[32:48])
             Path(dst).write_bytes(b"theirs")
             return real_link(src, dst)
 

@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import shmipc  # noqa: E402
-from shmipc import _killpoints, sync  # noqa: E402
+from shmipc import _killpoints  # noqa: E402
 
 HEAD = struct.Struct("<II")
 CRC = struct.Struct("<I")
