@@ -606,7 +606,7 @@ class Channel:
                         raise error
                 try:
                     space.acquire(wait)
-                except posix_ipc.BusyError:
+                except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
                     pass
         finally:
             hi[I_SENDER_WAITING] = 0
@@ -738,7 +738,7 @@ class Channel:
                 return False
         try:
             items.acquire(wait)
-        except posix_ipc.BusyError:
+        except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
             return False
         return True
 

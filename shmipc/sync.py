@@ -44,6 +44,7 @@ import posix_ipc
 __all__ = [
     "LIVENESS_INTERVAL",
     "ROLES",
+    "WAKE_UPS",
     "RobustLock",
     "current_token",
     "list_semaphores",
@@ -57,6 +58,11 @@ __all__ = [
 
 LIVENESS_INTERVAL = 0.25
 """Seconds a waiter sleeps on a semaphore before it re-checks positions and lock holders."""
+
+WAKE_UPS = (posix_ipc.BusyError, posix_ipc.SignalError)
+"""What a timed semaphore wait raises when it returns without the token: the timeout, or a
+signal whose Python handler ran and returned (a handler that raises, such as SIGINT's, raises
+its own exception instead). Either way the waiter re-checks and waits on, as PEP 475 asks."""
 
 ROLES = ("p", "c", "i", "s")
 INITIAL_VALUES = {"p": 1, "c": 1, "i": 0, "s": 0}
@@ -277,7 +283,7 @@ class RobustLock:
                     return False
             try:
                 self.sem.acquire(wait)
-            except posix_ipc.BusyError:
+            except WAKE_UPS:
                 pass
             else:
                 self.slots[self.holder] = next_holder_value()

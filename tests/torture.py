@@ -243,7 +243,7 @@ class Run:
                 return
             self.killed[kind] += 1
             self.kills[f"hook-{point}"] += 1
-        self.start(kind)
+        # The hooked worker came in addition to the running ones: no replacement.
 
     def random_round(self) -> None:
         pid = self.rng.choice(sorted(self.workers))
