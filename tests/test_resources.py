@@ -16,6 +16,7 @@ import resource
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -79,6 +80,43 @@ def test_a_full_filesystem_fails_at_create_not_later(tmp_path):
     ch.unlink()
     ch.close()
     assert no_names_of(channel_id)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 1 MiB tmpfs, mounted for the test (root only; skipped where mounting is refused)."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1M,mode=0700", "tmpfs", str(where)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_full_tmpfs_is_enospc_at_create_not_sigbus_later(tiny_tmpfs):
+    channel_id = os.urandom(16)
+
+    def child() -> None:
+        fix_channel_id(channel_id)
+        with pytest.raises(OSError) as info:
+            shmipc.Channel.create(tiny_tmpfs / "big", 4 << 20)
+        assert info.value.errno == errno.ENOSPC and "cannot reserve" in str(info.value)
+        # Half the space taken by one channel: a second one does not fit either, at create.
+        with shmipc.Channel.create(tiny_tmpfs / "half", 512 << 10) as ch:
+            with pytest.raises(OSError) as info:
+                shmipc.Channel.create(tiny_tmpfs / "second", 512 << 10)
+            assert info.value.errno == errno.ENOSPC
+            for i in range(2000):  # every page of the first one is really there
+                ch.send_bytes(bytes([i & 0xFF]) * 1000, timeout=10)
+                assert ch.recv_bytes(timeout=10) == bytes([i & 0xFF]) * 1000
+            ch.unlink()
+
+    in_child(child)
+    assert os.listdir(tiny_tmpfs) == [] and no_names_of(channel_id)
 
 
 def test_created_file_has_its_blocks_reserved(channel_path):
