@@ -244,7 +244,8 @@ class RobustLock:
             are held, to repair what it left half-done.
     """
 
-    __slots__ = ("sem", "slots", "holder", "repair", "on_recover", "recoveries")
+    __slots__ = ("sem", "slots", "holder", "repair", "on_recover", "recoveries",
+                 "_suspect", "_suspect_since")
 
     def __init__(self, sem: posix_ipc.Semaphore, slots: memoryview, holder: int,
                  repair: RepairLock, on_recover: Callable[[int], None]) -> None:
@@ -254,6 +255,11 @@ class RobustLock:
         self.repair = repair
         self.on_recover = on_recover
         self.recoveries = 0
+        # A released slot value seen with the semaphore at 0, and since when. Kept across
+        # acquire() calls: a caller that polls with short timeouts must still see the value
+        # stay unchanged for a whole interval and take the lock over.
+        self._suspect: int | None = None
+        self._suspect_since = 0.0
 
     def acquire(self, deadline: float | None) -> bool:
         """Take the lock, waiting until ``deadline`` (``time.monotonic()``; None = forever).
@@ -273,8 +279,6 @@ class RobustLock:
         self.sem.release()
 
     def _acquire_slow(self, deadline: float | None) -> bool:
-        previous: int | None = None  # a released slot value seen with the semaphore at 0
-        previous_at = 0.0
         while True:
             wait = LIVENESS_INTERVAL
             if deadline is not None:
@@ -290,17 +294,17 @@ class RobustLock:
                 return True
             value = self.slots[self.holder]
             if self.sem.value != 0:
-                previous = None  # released meanwhile: compete for it again
+                self._suspect = None  # released meanwhile: compete for it again
             elif value and not value & RELEASED:
-                previous = None
+                self._suspect = None
                 if not token_alive(value) and self._take_over(value):
                     return True
-            elif value != previous:
-                previous, previous_at = value, time.monotonic()
-            elif time.monotonic() - previous_at >= LIVENESS_INTERVAL:
+            elif value != self._suspect:
+                self._suspect, self._suspect_since = value, time.monotonic()
+            elif time.monotonic() - self._suspect_since >= LIVENESS_INTERVAL:
+                self._suspect = None
                 if self._take_over(value):
                     return True
-                previous = None
 
     def _take_over(self, dead: int) -> bool:
         with self.repair.held():

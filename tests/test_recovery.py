@@ -165,3 +165,39 @@ def test_a_stopped_holder_is_not_overridden(channel_path, role):
         else:
             assert ch.recv(timeout=30) == "second"
         assert ch.statistics().recoveries == 0
+
+
+def poll(call, limit: float = 30.0):
+    """Call ``call()`` until it stops raising Empty/Full, for at most ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            return call()
+        except (shmipc.Empty, shmipc.Full):
+            pass
+    raise AssertionError(f"no success within {limit} s of polling")
+
+
+@pytest.mark.parametrize("point", ["window", "unposted"])
+@pytest.mark.parametrize("role", ["producer", "consumer"])
+def test_regression_callers_polling_with_short_timeouts_recover_a_silent_lock(
+        channel_path, role, point):
+    """Bug: the "released but never posted / taken but never recorded" observation was kept in
+    one acquire() call, which a short timeout ends before a whole interval has passed; a
+    process polling with timeout=0.1 never took the lock over."""
+    with shmipc.Channel.create(channel_path, 1 << 14) as ch:
+        ch.send("queued")
+        if role == "producer":
+            die_at(channel_path, point, lambda c: c.send("doomed"))
+            poll(lambda: ch.send("polled", timeout=0.1))
+        else:
+            die_at(channel_path, point, lambda c: c.recv(timeout=30))
+            ch.send("polled")
+        got = []
+        while True:
+            try:
+                got.append(poll(lambda: ch.recv(timeout=0.1), limit=30 if not got else 1))
+            except AssertionError:
+                break
+        assert got[-1] == "polled"
+        assert ch.statistics().recoveries == 1

@@ -169,6 +169,9 @@ class Run:
         self.killed: Counter[str] = Counter()  # "producer"/"consumer" -> kills
         self.kills: Counter[str] = Counter()  # kill kind -> count
         self.progress: list[float] = []
+        self.progress_by_kind: dict[str, float] = {}  # slowest progress after each kill kind
+        self.last_kind = ""
+        self.slow: list[str] = []  # kills followed by more than a second without progress
         self.violations: list[str] = []
         self.hook_unreached: Counter[str] = Counter()
 
@@ -211,7 +214,13 @@ class Run:
         while time.monotonic() < deadline:
             now = self.channel.statistics()
             if now.sent != before.sent and now.received != before.received:
-                self.progress.append(time.monotonic() - t0)
+                took = time.monotonic() - t0
+                self.progress.append(took)
+                kind = self.last_kind
+                slowest = max(took, self.progress_by_kind.get(kind, 0.0))
+                self.progress_by_kind[kind] = round(slowest, 3)
+                if took > 1.0:
+                    self.slow.append(f"{kind} kill {len(self.progress)}: {took:.2f} s")
                 return
             self.check_workers()
             time.sleep(0.005)
@@ -243,6 +252,7 @@ class Run:
                 return
             self.killed[kind] += 1
             self.kills[f"hook-{point}"] += 1
+            self.last_kind = f"hook-{point}-{kind}"
         # The hooked worker came in addition to the running ones: no replacement.
 
     def random_round(self) -> None:
@@ -251,6 +261,7 @@ class Run:
         time.sleep(self.rng.uniform(0, self.args.max_delay))
         self.kill(pid)
         self.kills["random"] += 1
+        self.last_kind = f"random-{kind}"
         self.start(kind)
 
     def run(self) -> dict[str, object]:
@@ -294,6 +305,7 @@ class Run:
             kills=dict(self.kills), killed=dict(self.killed), recoveries=stats.recoveries,
             hooks_not_reached=dict(self.hook_unreached),
             progress_max_s=round(max(self.progress, default=0.0), 3),
+            progress_max_by_kind_s=self.progress_by_kind, slow_progress=self.slow[:20],
             progress_mean_s=round(sum(self.progress) / len(self.progress), 3)
             if self.progress else 0.0,
             kept=self.dir if kept else None,
