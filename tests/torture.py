@@ -91,7 +91,7 @@ def _install_suicide(point: str | None, nth: int, hits: Counter[str]) -> None:
 
 
 def producer(path: str, logdir: str, incarnation: int, max_size: int, seed: int,
-             point: str | None, nth: int) -> int:
+             point: str | None, nth: int, poll: float) -> int:
     stop = []
     signal.signal(signal.SIGUSR1, lambda *_: stop.append(1))
     if point:
@@ -102,7 +102,7 @@ def producer(path: str, logdir: str, incarnation: int, max_size: int, seed: int,
     seq = 0
     while not stop:
         try:
-            ch.send_bytes(_payload(rng, incarnation, seq, max_size), timeout=0.5)
+            ch.send_bytes(_payload(rng, incarnation, seq, max_size), timeout=poll)
         except shmipc.Full:
             continue  # retry the same seq: nothing of it was sent
         os.write(log, SEND_LOG.pack(seq))
@@ -110,14 +110,15 @@ def producer(path: str, logdir: str, incarnation: int, max_size: int, seed: int,
     return 0
 
 
-def consumer(path: str, logdir: str, incarnation: int, point: str | None, nth: int) -> int:
+def consumer(path: str, logdir: str, incarnation: int, point: str | None, nth: int,
+             poll: float) -> int:
     if point:
         _install_suicide(point, nth, Counter())
     log = os.open(f"{logdir}/c{incarnation}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     ch = shmipc.Channel.open(path)
     while True:
         try:
-            message = ch.recv_bytes(timeout=0.5)
+            message = ch.recv_bytes(timeout=poll)
         except shmipc.Empty:
             continue
         except shmipc.EndOfChannel:
@@ -180,9 +181,9 @@ class Run:
         inc = self.incarnations
         if kind == "producer":
             pid = _fork(producer, self.path, self.logdir, inc, self.max_size,
-                        self.rng.randrange(1 << 30), point, nth)
+                        self.rng.randrange(1 << 30), point, nth, self.args.poll)
         else:
-            pid = _fork(consumer, self.path, self.logdir, inc, point, nth)
+            pid = _fork(consumer, self.path, self.logdir, inc, point, nth, self.args.poll)
         self.workers[pid] = (kind, inc)
         return pid
 
@@ -393,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="random kills wait up to this many seconds before the kill")
     p.add_argument("--progress-limit", type=float, default=20.0,
                    help="fail if the channel does not progress this long after a kill")
+    p.add_argument("--poll", type=float, default=0.5,
+                   help="timeout= of each send/recv call of the workers (they retry on expiry)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep", action="store_true", help="keep the logs of a failed run")
     args = p.parse_args(argv)
