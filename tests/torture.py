@@ -45,6 +45,7 @@ violation.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import random
@@ -131,11 +132,21 @@ def consumer(path: str, logdir: str, incarnation: int, point: str | None, nth: i
         os.write(log, RECV_LOG.pack(*HEAD.unpack_from(message), len(message)))
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this worker if the orchestrator dies (a CI timeout must not leave it running)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def _fork(fn, *args) -> int:  # type: ignore[no-untyped-def]
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            _die_with_parent()
+            if os.getppid() != parent:  # it died before the prctl took effect
+                os._exit(4)
             code = fn(*args)
         except BaseException:
             import traceback
