@@ -8,7 +8,8 @@ at each point below, and ``ring.write_frame``/``ring.read_frame`` by wrappers th
 =========  ==================================================================================
 point      where
 =========  ==================================================================================
-window     the lock semaphore is taken, the holder slot not yet stored (nobody is recorded)
+window     the lock semaphore is taken, the holder slot not yet stored (nobody is recorded);
+           on the uncontended path only (the same two steps follow a timed wait)
 held       the holder slot is stored: the lock is held, nothing done under it yet
 frame      a frame was copied in (producer) or located (consumer), its position not committed
 releasing  the work is done and committed; the holder slot still says "held"
