@@ -26,3 +26,15 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+# Kill torture: SIGKILL producers and consumers at random and at every lock-protocol point.
+# `make torture TORTURE_SECONDS=600 TORTURE_KILLS=2000` for a longer run.
+TORTURE_SECONDS ?= 120
+TORTURE_KILLS   ?= 500
+torture: $(STAMP)
+	$(BIN)/python tests/torture.py --duration $(TORTURE_SECONDS) --kills $(TORTURE_KILLS)
+
+# Soak: 2 producers x 2 consumers, random sizes, every message checked; no kills.
+SOAK_SECONDS ?= 60
+soak: $(STAMP)
+	$(BIN)/python tests/torture.py --duration $(SOAK_SECONDS) --kills 0

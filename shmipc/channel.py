@@ -383,18 +383,20 @@ class Channel:
             return sems  # type: ignore[return-value]
         # Some are gone (reboot, removed by hand): rebuild them from the header, alone.
         fcntl.lockf(fd, fcntl.LOCK_EX)
+        created: list[str] = []  # names this call made: removed again if it fails
         try:
             for role, name in names.items():
                 if sems[role] is None:
                     sems[role] = sync.open_semaphore(name)
+            # Count before creating anything: corrupt frames must not leave new names behind.
+            items = cls._count_items(mapping, info) if sems["i"] is None else 0
+            for role, name in names.items():
                 if sems[role] is not None:
                     continue
-                if role == "i":
-                    initial = cls._count_items(mapping, info)
-                else:
-                    initial = cls._initial_value(role, info)
+                initial = items if role == "i" else cls._initial_value(role, info)
                 try:
                     sems[role] = sync.create_semaphore(name, initial, mode)
+                    created.append(name)
                 except FileExistsError:
                     sems[role] = sync.open_semaphore(name)
                 if role in ("p", "c"):  # a fresh lock has no holder
@@ -405,6 +407,8 @@ class Channel:
             for sem in sems.values():
                 if sem is not None:
                     sem.close()
+            for name in created:
+                sync.unlink_semaphore(name)
             raise
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN)
@@ -622,7 +626,7 @@ class Channel:
                         raise error
                 try:
                     space.acquire(wait)
-                except posix_ipc.BusyError:
+                except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
                     pass
         finally:
             hi[I_SENDER_WAITING] = 0
@@ -754,16 +758,30 @@ class Channel:
                 return False
         try:
             items.acquire(wait)
-        except posix_ipc.BusyError:
+        except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
             return False
         return True
 
     # --- state -----------------------------------------------------------------------------
 
     def statistics(self) -> ChannelStatistics:
-        """A snapshot of the channel's shared state (see :class:`ChannelStatistics`)."""
+        """A snapshot of the channel's shared state (see :class:`ChannelStatistics`).
+
+        Raises:
+            CorruptChannel: the channel file was truncated by another program (checked with
+                ``fstat`` before the mapping is touched: a truncated page faults with SIGBUS).
+        """
         if self._closed:
             raise ChannelClosed("this channel handle is closed; open the channel again")
+        if self._path is not None:
+            size = os.fstat(self._fd).st_size
+            if size < self._info.file_size:
+                raise CorruptChannel(
+                    f"{self._path!r} was truncated to {size} bytes by another program while "
+                    f"mapped (it must be {self._info.file_size}); touching the missing pages "
+                    "would fault with SIGBUS: stop every process using it and create it again",
+                    path=self._path,
+                )
         hq, hi = self._hq, self._hi
         w, r = hq[Q_WRITE], hq[Q_READ]
         sent, received = hq[Q_SENT], hq[Q_RECEIVED]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import enum
+import errno
 import mmap
 import os
 import stat
@@ -226,14 +227,29 @@ def create_file(path: str | os.PathLike[str], size: int, *, mode: int = 0o600) -
             try:
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
-                if exc.errno not in (95, 22):  # EOPNOTSUPP/EINVAL: no fallocate on this fs
-                    raise
-                os.ftruncate(fd, size)
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # no fallocate here
+                    raise OSError(
+                        exc.errno,
+                        f"cannot reserve {size} bytes for {os.fspath(path)!r}: {exc.strerror}; "
+                        "free space on that filesystem, raise the file size limit, or ask "
+                        "for a smaller capacity=",
+                    ) from exc
+                # ftruncate leaves a sparse file: the blocks are then not reserved, and a full
+                # filesystem shows up later as SIGBUS on first touch of a page. Touch each
+                # block now with a real write so that it fails here instead.
+                _write_zeros(fd, size)
     except BaseException:
         os.close(fd)
         os.unlink(path)
         raise
     os.close(fd)
+
+
+def _write_zeros(fd: int, size: int) -> None:
+    chunk = bytes(1 << 20)
+    done = 0
+    while done < size:
+        done += os.pwrite(fd, chunk[: min(len(chunk), size - done)], done)
 
 
 def map_file(

@@ -44,6 +44,7 @@ import posix_ipc
 __all__ = [
     "LIVENESS_INTERVAL",
     "ROLES",
+    "WAKE_UPS",
     "RobustLock",
     "current_token",
     "list_semaphores",
@@ -57,6 +58,11 @@ __all__ = [
 
 LIVENESS_INTERVAL = 0.25
 """Seconds a waiter sleeps on a semaphore before it re-checks positions and lock holders."""
+
+WAKE_UPS = (posix_ipc.BusyError, posix_ipc.SignalError)
+"""What a timed semaphore wait raises when it returns without the token: the timeout, or a
+signal whose Python handler ran and returned (a handler that raises, such as SIGINT's, raises
+its own exception instead). Either way the waiter re-checks and waits on, as PEP 475 asks."""
 
 ROLES = ("p", "c", "i", "s")
 INITIAL_VALUES = {"p": 1, "c": 1, "i": 0, "s": 0}
@@ -238,7 +244,8 @@ class RobustLock:
             are held, to repair what it left half-done.
     """
 
-    __slots__ = ("sem", "slots", "holder", "repair", "on_recover", "recoveries")
+    __slots__ = ("sem", "slots", "holder", "repair", "on_recover", "recoveries",
+                 "_suspect", "_suspect_since")
 
     def __init__(self, sem: posix_ipc.Semaphore, slots: memoryview, holder: int,
                  repair: RepairLock, on_recover: Callable[[int], None]) -> None:
@@ -248,6 +255,11 @@ class RobustLock:
         self.repair = repair
         self.on_recover = on_recover
         self.recoveries = 0
+        # A released slot value seen with the semaphore at 0, and since when. Kept across
+        # acquire() calls: a caller that polls with short timeouts must still see the value
+        # stay unchanged for a whole interval and take the lock over.
+        self._suspect: int | None = None
+        self._suspect_since = 0.0
 
     def acquire(self, deadline: float | None) -> bool:
         """Take the lock, waiting until ``deadline`` (``time.monotonic()``; None = forever).
@@ -267,8 +279,6 @@ class RobustLock:
         self.sem.release()
 
     def _acquire_slow(self, deadline: float | None) -> bool:
-        previous: int | None = None  # a released slot value seen with the semaphore at 0
-        previous_at = 0.0
         while True:
             wait = LIVENESS_INTERVAL
             if deadline is not None:
@@ -277,24 +287,24 @@ class RobustLock:
                     return False
             try:
                 self.sem.acquire(wait)
-            except posix_ipc.BusyError:
+            except WAKE_UPS:
                 pass
             else:
                 self.slots[self.holder] = next_holder_value()
                 return True
             value = self.slots[self.holder]
             if self.sem.value != 0:
-                previous = None  # released meanwhile: compete for it again
+                self._suspect = None  # released meanwhile: compete for it again
             elif value and not value & RELEASED:
-                previous = None
+                self._suspect = None
                 if not token_alive(value) and self._take_over(value):
                     return True
-            elif value != previous:
-                previous, previous_at = value, time.monotonic()
-            elif time.monotonic() - previous_at >= LIVENESS_INTERVAL:
+            elif value != self._suspect:
+                self._suspect, self._suspect_since = value, time.monotonic()
+            elif time.monotonic() - self._suspect_since >= LIVENESS_INTERVAL:
+                self._suspect = None
                 if self._take_over(value):
                     return True
-                previous = None
 
     def _take_over(self, dead: int) -> bool:
         with self.repair.held():

@@ -1,0 +1,121 @@
+"""Signals that arrive while a channel call sleeps (found by the kill torture, which stops its
+producers with SIGUSR1): a handler that returns must not end the call, a handler that raises
+(SIGINT's KeyboardInterrupt) must end it with its own exception, and nothing is lost either way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import fork_run, join
+
+import shmipc
+from shmipc import layout, sync
+
+
+def sleeps_through_signals(ch: shmipc.Channel, call, satisfy) -> None:
+    """Fork a child that runs ``call(ch)`` with a SIGUSR1 handler installed; signal it while it
+    sleeps, then ``satisfy(ch)`` in the parent so that the call can finish."""
+    read, write = os.pipe()
+
+    def child() -> None:
+        handled = []
+        signal.signal(signal.SIGUSR1, lambda *_: handled.append(1))
+        os.write(write, b"r")
+        call(ch)
+        assert handled, "the signals did not arrive while the call slept"
+
+    pid = fork_run(child)
+    try:
+        assert os.read(read, 1) == b"r"
+        time.sleep(0.1)
+        for _ in range(5):
+            os.kill(pid, signal.SIGUSR1)
+            time.sleep(0.05)
+        satisfy(ch)
+        assert join(pid, timeout=60) == 0
+    finally:
+        os.close(read)
+        os.close(write)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            join(pid)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def test_regression_signal_during_recv_wait_escaped_as_posix_ipc_signalerror(make_channel):
+    ch = make_channel()
+    sleeps_through_signals(ch, lambda c: (c.recv(timeout=60) == "late") or os._exit(5),
+                           lambda c: c.send("late"))
+
+
+def test_regression_signal_during_recv_with_no_timeout(make_channel):
+    ch = make_channel()
+    sleeps_through_signals(ch, lambda c: (c.recv() == "late") or os._exit(5),
+                           lambda c: c.send("late"))
+
+
+def test_regression_signal_during_send_on_a_full_ring(make_channel):
+    ch = make_channel(capacity=4096)
+    while True:
+        try:
+            ch.send_bytes_nowait(b"f" * 1000)
+        except shmipc.Full:
+            break
+    last = b"last" * 250  # as large as the others: it does not fit until one is received
+    sleeps_through_signals(ch, lambda c: c.send_bytes(last, timeout=60),
+                           lambda c: c.recv_bytes(timeout=10))
+    received = []
+    while True:
+        try:
+            received.append(ch.recv_bytes_nowait())
+        except shmipc.Empty:
+            break
+    assert received[-1] == last
+
+
+@pytest.mark.parametrize("role", ["p", "c"])
+def test_regression_signal_during_a_lock_wait(make_channel, role):
+    ch = make_channel()
+    ch.send("waiting")
+    slot = layout.Q_PRODUCER_HOLDER if role == "p" else layout.Q_CONSUMER_HOLDER
+    ch._sems[role].acquire()  # this live process holds the lock
+    ch._hq[slot] = sync.next_holder_value()
+
+    def release(c: shmipc.Channel) -> None:
+        c._hq[slot] |= sync.RELEASED
+        c._sems[role].release()
+
+    if role == "p":
+        sleeps_through_signals(ch, lambda c: c.send("second", timeout=60), release)
+        assert [ch.recv(timeout=10), ch.recv(timeout=10)] == ["waiting", "second"]
+    else:
+        sleeps_through_signals(ch, lambda c: (c.recv(timeout=60) == "waiting") or os._exit(5),
+                               release)
+    assert ch.statistics().recoveries == 0
+
+
+def test_sigint_still_interrupts_a_waiting_recv(make_channel):
+    ch = make_channel()
+    read, write = os.pipe()
+
+    def child() -> None:
+        os.write(write, b"r")
+        with pytest.raises(KeyboardInterrupt):
+            ch.recv()
+        ch.send("still usable")
+
+    pid = fork_run(child)
+    try:
+        assert os.read(read, 1) == b"r"
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGINT)
+        assert join(pid, timeout=60) == 0
+        assert ch.recv(timeout=10) == "still usable"
+    finally:
+        os.close(read)
+        os.close(write)
