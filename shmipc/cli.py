@@ -330,9 +330,6 @@ def _semaphore_names(info: layout.HeaderInfo) -> dict[str, str]:
     return names
 
 
-_SEM_T_SIZE = 32  # sizeof(sem_t) with glibc on 64-bit Linux
-
-
 def _probe_semaphore(role: str, name: str) -> SemaphoreState:
     # sem_open maps the file without checking its size: a file shorter than a sem_t (truncated
     # by hand, or not a semaphore) would fault with SIGBUS when read. Look before opening.
@@ -343,7 +340,7 @@ def _probe_semaphore(role: str, name: str) -> SemaphoreState:
     except OSError:
         pass  # not kept in /dev/shm on this system: sem_open decides
     else:
-        if not stat.S_ISREG(st.st_mode) or st.st_size < _SEM_T_SIZE:
+        if not stat.S_ISREG(st.st_mode) or st.st_size < sync.SEM_T_SIZE:
             return SemaphoreState(role, name, True, None,
                                   f"not a semaphore ({st.st_size} bytes); remove it with "
                                   "`shmipc cleanup`")

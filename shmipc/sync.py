@@ -34,12 +34,15 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import posix_ipc
+
+from .errors import CorruptChannel
 
 __all__ = [
     "LIVENESS_INTERVAL",
@@ -96,8 +99,30 @@ def create_semaphore(name: str, initial: int, mode: int) -> posix_ipc.Semaphore:
     return sem
 
 
+SEM_T_SIZE = 32
+"""sizeof(sem_t) with glibc on 64-bit Linux: the size of a real semaphore file in /dev/shm."""
+
+
 def open_semaphore(name: str) -> posix_ipc.Semaphore | None:
-    """Open an existing semaphore, or return None if the name does not exist."""
+    """Open an existing semaphore, or return None if the name does not exist.
+
+    Raises:
+        CorruptChannel: the name's file is not a semaphore. ``sem_open`` maps it without a
+            size check, and a file shorter than a ``sem_t`` would fault with SIGBUS on first
+            use; it is refused here instead.
+    """
+    try:
+        st = os.stat(f"/dev/shm/sem.{name[1:]}")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass  # semaphores are not kept in /dev/shm on this system: sem_open decides
+    else:
+        if not stat.S_ISREG(st.st_mode) or st.st_size < SEM_T_SIZE:
+            raise CorruptChannel(
+                f"/dev/shm/sem.{name[1:]} is not a semaphore ({st.st_size} bytes); remove it "
+                "(`python -m shmipc cleanup`) and open the channel again to rebuild it"
+            )
     try:
         return posix_ipc.Semaphore(name)
     except posix_ipc.ExistentialError:

@@ -20,11 +20,11 @@ import uuid
 import zlib
 
 import pytest
-from conftest import fork_run, join, unlink_channel_names
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shmipc
+from conftest import fork_run, join, unlink_channel_names
 from shmipc import layout, ring, sync
 
 CAPACITY = 4096

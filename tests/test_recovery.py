@@ -16,9 +16,9 @@ import signal
 import time
 
 import pytest
-from conftest import fork_run, join
 
 import shmipc
+from conftest import fork_run, join
 from shmipc import _killpoints, layout, sync
 
 BEFORE_COMMIT = ("window", "held", "frame")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import posix_ipc
 import pytest
-from conftest import fork_run, join
 
 import shmipc
+from conftest import fork_run, join
 from shmipc import channel as channel_module
 from shmipc import sync
 

@@ -10,7 +10,7 @@ import posix_ipc
 import pytest
 
 import shmipc
-from conftest import fork_run, join
+from conftest import fork_run, join, run_python
 from shmipc import layout, sync
 
 
@@ -97,3 +97,22 @@ def test_semaphore_names_derive_from_the_channel_id():
     assert sync.semaphore_name(cid, "p") == "/shmipc-000102030405060708090a0b0c0d0e0f-p"
     with pytest.raises(posix_ipc.ExistentialError):
         posix_ipc.Semaphore(sync.semaphore_name(os.urandom(16), "p"))
+
+
+def test_regression_a_truncated_semaphore_file_is_refused_not_sigbus(channel_path):
+    with shmipc.Channel.create(channel_path) as ch:
+        ch.send("kept")
+        name = ch.semaphore_names["i"]
+    os.truncate(f"/dev/shm/sem.{name[1:]}", 0)  # sem_open would map it and fault on use
+    result = run_python("""
+        import sys, shmipc
+        try:
+            shmipc.Channel.open(sys.argv[1])
+        except shmipc.CorruptChannel as exc:
+            print("CorruptChannel:", exc)
+    """, str(channel_path))
+    assert result.returncode == 0, result.stderr  # not killed by SIGBUS
+    assert "is not a semaphore" in result.stdout
+    assert sync.unlink_semaphore(name)  # removed, as the message says: open rebuilds it
+    with shmipc.Channel.open(channel_path) as ch:
+        assert ch.recv(timeout=1) == "kept"
