@@ -256,6 +256,8 @@ class Record:
         if isinstance(value, tuple | list):
             return value
         rec = getattr(type(value), "_shmipc_record", None)
+        if rec is not None and rec.schema == self.schema:  # the same type, declared again
+            return [getattr(value, n) for n in self.fields]
         if rec is not None:
             raise RecordError(f"a {rec.name} record is not a {self.name} record")
         raise RecordError(f"{self.name}: cannot pack a {type(value).__name__}; pass a "
