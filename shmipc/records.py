@@ -96,6 +96,14 @@ def _value_iter(self: Any) -> Iterator[Any]:
         yield getattr(self, name)
 
 
+def _value_eq(self: Any, other: Any) -> Any:
+    # Equal when of the same schema (a type rebuilt from a header equals the declared one).
+    theirs = getattr(type(other), "_shmipc_record", None)
+    if theirs is None:
+        return NotImplemented
+    return theirs.schema == self._shmipc_record.schema and list(self) == list(other)
+
+
 class Record:
     """A record type: named fields with C layout, compiled to one :class:`struct.Struct`.
 
@@ -195,8 +203,9 @@ class Record:
                 f"the schema text of {name} is {len(self.schema.encode())} bytes; a channel "
                 f"header holds at most {SCHEMA_MAX}: use shorter field names")
         cls = dataclasses.make_dataclass(
-            name, [(f.name, Any) for f in parsed], slots=True, eq=True,
-            namespace={"__iter__": _value_iter, "_shmipc_record": self,
+            name, [(f.name, Any) for f in parsed], slots=True, eq=False,
+            namespace={"__iter__": _value_iter, "__eq__": _value_eq, "__hash__": None,
+                       "_shmipc_record": self,
                        "__doc__": f"A {name} record: {self.schema}"},
         )
         cls.__module__ = "shmipc.records"
