@@ -98,6 +98,12 @@ def _lock_deadline(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline, time.monotonic() + _LOCK_GRACE)
 
 
+_SPIN = 200
+"""Times a waiter reads the semaphore's value (``sem_getvalue``: no system call) before it
+sleeps in the kernel: a running peer usually posts within that time, and a futex sleep and
+wake-up cost far more than the spin."""
+
+
 def _wait_token(sem: posix_ipc.Semaphore, deadline: float | None) -> bool:
     """Take one token of a counting semaphore, waiting one liveness slice at most."""
     try:
@@ -105,6 +111,13 @@ def _wait_token(sem: posix_ipc.Semaphore, deadline: float | None) -> bool:
         return True
     except posix_ipc.BusyError:
         pass
+    for _ in range(_SPIN):
+        if sem.value:
+            try:
+                sem.acquire(0)
+                return True
+            except posix_ipc.BusyError:
+                pass  # another waiter took it
     wait = sync.LIVENESS_INTERVAL
     if deadline is not None:
         wait = min(wait, deadline - time.monotonic())

@@ -1,0 +1,125 @@
+"""Record channel against msgpack dicts through Channel: the same people records, two processes.
+
+Run::
+
+    python benchmarks/bench_records.py [--count 200000] [--repeat 3]
+
+A forked producer sends ``count`` records of ``people`` (``char name[4]; int age;``) and the
+parent receives them; the time is from just before the fork until the parent has received the
+last one (best of ``--repeat``). Producer and consumer are pinned to different CPUs when there
+are two. Rows:
+
+* ``RecordChannel send(record) / recv()``: record values in, record values out (no msgpack).
+* ``RecordChannel send_values / recv_tuple``: the raw forms, no value objects.
+* ``Channel send(dict) / recv()``: ``{"name": "b", "age": 20}`` as msgpack (the baseline).
+* ``Channel send(record) / recv()``: records as a msgpack ext type.
+
+Not a timed test: numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+
+import shmipc
+
+people = shmipc.Record("people", [("name", "4s"), ("age", "i")])
+
+
+def _pin(cpu: int) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+
+
+def _run(make, send, recv, count: int) -> float:
+    ch = make()
+    try:
+        start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _pin(1)
+                send(ch, count)
+                code = 0
+            finally:
+                os._exit(code)
+        _pin(0)
+        recv(ch, count)
+        elapsed = time.perf_counter() - start
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError("producer failed")
+        return elapsed
+    finally:
+        ch.unlink()
+        ch.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp()
+    codec = shmipc.Codec(records=[people])
+
+    def rc() -> shmipc.RecordChannel:
+        return shmipc.RecordChannel.create(os.path.join(tmp, uuid.uuid4().hex), people, 8192)
+
+    def fc() -> shmipc.Channel:
+        return shmipc.Channel.create(os.path.join(tmp, uuid.uuid4().hex), 1 << 20, codec=codec)
+
+    def send_records(ch, n):
+        rec = people(b"b", 20)
+        send = ch.send
+        for _ in range(n):
+            send(rec)
+
+    def recv_records(ch, n):
+        recv = ch.recv
+        for _ in range(n):
+            recv()
+
+    def send_values(ch, n):
+        send = ch.send_values
+        for _ in range(n):
+            send(b"b", 20)
+
+    def recv_tuples(ch, n):
+        recv = ch.recv_tuple
+        for _ in range(n):
+            recv()
+
+    def send_dicts(ch, n):
+        send = ch.send
+        for _ in range(n):
+            send({"name": "b", "age": 20})
+
+    rows = [
+        ("RecordChannel send(record) / recv()", rc, send_records, recv_records),
+        ("RecordChannel send_values / recv_tuple", rc, send_values, recv_tuples),
+        ("Channel send(dict) / recv()  [msgpack]", fc, send_dicts, recv_records),
+        ("Channel send(record) / recv() [ext type]", fc, send_records, recv_records),
+    ]
+    results = {}
+    for label, make, send, recv in rows:
+        best = min(_run(make, send, recv, args.count) for _ in range(args.repeat))
+        results[label] = args.count / best
+        print(f"{label:44s} {args.count / best:12,.0f} msgs/s", flush=True)
+    base = results[rows[2][0]]
+    print(f"record channel / msgpack dicts: {results[rows[0][0]] / base:.2f}x "
+          f"(raw forms {results[rows[1][0]] / base:.2f}x)")
+    os.rmdir(tmp)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
