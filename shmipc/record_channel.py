@@ -75,6 +75,8 @@ __all__ = ["DEFAULT_SLOTS", "RecordChannel", "slots_for"]
 DEFAULT_SLOTS = 4096
 """Default number of slots of a new record channel."""
 
+_holder = sync.next_holder_value
+_RELEASED = sync.RELEASED
 _LOCK_GRACE = 0.005  # a *_nowait call still waits this long for a lock held by a running peer
 
 
@@ -149,7 +151,8 @@ class RecordChannel(Channel):
     """
 
     __slots__ = ("record", "slots", "_smask", "_rsize", "_struct", "_rq", "_ri", "_rdata",
-                 "_rsems", "_rplock", "_rclock", "_getter", "_text", "_prepare", "_decode")
+                 "_rsems", "_rplock", "_rclock", "_getter", "_text", "_prepare", "_decode", "_type", "_nfields",
+                 "_text_sizes", "_ssem", "_isem", "_psem", "_csem")
 
     _expected_kind = ChannelKind.RECORDS
 
@@ -174,6 +177,7 @@ class RecordChannel(Channel):
         self._ri = buf[:HEADER_SIZE].cast("I")
         self._rdata = buf[HEADER_SIZE:HEADER_SIZE + self.slots * record.size]
         self._rsems = sems
+        self._ssem, self._isem, self._psem, self._csem = sems["s"], sems["i"], sems["p"], sems["c"]
         repair = sync.RepairLock(fd)
         self._rplock = sync.RobustLock(sems["p"], self._rq, Q_PRODUCER_HOLDER, repair,
                                        self._record_recovered)
@@ -191,6 +195,9 @@ class RecordChannel(Channel):
         self._text = record._text
         self._prepare = record._prepare
         self._decode = record._decode
+        self._type = record.type
+        self._nfields = len(record.fields)
+        self._text_sizes = tuple((i, f.size) for i, f in record._text)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -351,8 +358,49 @@ class RecordChannel(Channel):
             Full: no free slot before the timeout.
             ChannelClosed: this handle was closed, or the channel was closed for sending.
         """
-        values = self._getter(value) if type(value) is self.record.type else self._values(value)
-        self._put(self._prepare(values), _deadline(timeout), timeout)
+        values = self._getter(value) if type(value) is self._type else self._values(value)
+        if len(values) != self._nfields:
+            values = self._prepare(values)  # raises RecordError
+        for i, size in self._text_sizes:
+            v = values[i]
+            if type(v) is not bytes or len(v) > size:
+                values = self._prepare(values)  # converts str, or raises FieldTooLong
+                break
+        if timeout is None and not self._closed:
+            # The fast path: a free slot and a free lock right now; anything else goes the
+            # general way. Same protocol as _put, inlined.
+            space = self._ssem
+            try:
+                space.acquire(0)
+            except posix_ipc.BusyError:
+                pass
+            else:
+                lock = self._psem
+                try:
+                    lock.acquire(0)
+                except posix_ipc.BusyError:
+                    space.release()
+                else:
+                    hq = self._rq
+                    hq[Q_PRODUCER_HOLDER] = _holder()
+                    committed = False
+                    try:
+                        if not self._ri[I_CLOSED]:
+                            w = hq[Q_WRITE]
+                            if (w - hq[Q_READ]) & U64_MASK < self.slots:
+                                self._struct.pack_into(self._rdata, (w & self._smask) * self._rsize,
+                                                       *values)
+                                hq[Q_WRITE] = (w + 1) & U64_MASK  # the commit
+                                hq[Q_SENT] = (hq[Q_SENT] + 1) & U64_MASK
+                                committed = True
+                    finally:
+                        hq[Q_PRODUCER_HOLDER] |= _RELEASED
+                        lock.release()
+                    if committed:
+                        self._isem.release()
+                        return
+                    space.release()  # closed or full: _put decides, with the token back
+        self._put(values, _deadline(timeout), timeout)
 
     def send_record_nowait(self, value: Any) -> None:
         """Send one record if a slot is free now; else raise :class:`Full`."""
@@ -435,6 +483,38 @@ class RecordChannel(Channel):
             Empty: no record before the timeout.
             EndOfChannel: the channel was closed for sending and is drained.
         """
+        if timeout is None and not self._closed:
+            # The fast path: a waiting record and a free lock right now (as _take, inlined).
+            items = self._isem
+            try:
+                items.acquire(0)
+            except posix_ipc.BusyError:
+                pass
+            else:
+                lock = self._csem
+                try:
+                    lock.acquire(0)
+                except posix_ipc.BusyError:
+                    items.release()
+                else:
+                    hq = self._rq
+                    hq[Q_CONSUMER_HOLDER] = _holder()
+                    raw = None
+                    try:
+                        r = hq[Q_READ]
+                        w = hq[Q_WRITE]
+                        if w != r and (w - r) & U64_MASK <= self.slots:
+                            raw = self._struct.unpack_from(self._rdata,
+                                                           (r & self._smask) * self._rsize)
+                            hq[Q_READ] = (r + 1) & U64_MASK  # the commit
+                            hq[Q_RECEIVED] = (hq[Q_RECEIVED] + 1) & U64_MASK
+                    finally:
+                        hq[Q_CONSUMER_HOLDER] |= _RELEASED
+                        lock.release()
+                    if raw is not None:
+                        self._ssem.release()
+                        return self._decode(raw)
+                    items.release()  # empty or ended: _take decides, with the token back
         return self._decode(self._take(_deadline(timeout)))
 
     def recv_record_nowait(self) -> Any:

@@ -128,7 +128,7 @@ class Record:
     """
 
     __slots__ = ("name", "size", "struct", "fields", "offsets", "schema", "type", "_fields",
-                 "_text", "_field_structs", "_by_name", "__weakref__")
+                 "_text", "_field_structs", "_by_name", "_decode", "__weakref__")
 
     def __init__(self, name: str, fields: Sequence[tuple[str, str] | tuple[str, str, str]]
                  ) -> None:
@@ -210,6 +210,7 @@ class Record:
         )
         cls.__module__ = "shmipc.records"
         self.type = cls
+        self._decode = self._compile_decode()
 
     # --- values ----------------------------------------------------------------------------
 
@@ -302,17 +303,32 @@ class Record:
         except struct.error as exc:
             raise self._struct_error(values, exc) from None
 
-    def _decode(self, raw: tuple[Any, ...]) -> Any:
+    def _decode_reference(self, raw: tuple[Any, ...]) -> Any:
+        # Replaced per instance by a generated function (see _compile_decode); kept as the
+        # reference implementation.
         if self._text:
             raw_list = list(raw)
             for i, f in self._text:
-                v = raw_list[i]
-                n = v.find(b"\0")
-                if n >= 0:
-                    v = v[:n]
+                v = raw_list[i].partition(b"\0")[0]
                 raw_list[i] = v.decode(f.encoding) if f.encoding else v
             return self.type(*raw_list)
         return self.type(*raw)
+
+    def _compile_decode(self) -> Any:
+        # One generated function per type: a char[N] field is cut at its first NUL (the C
+        # string), then decoded if it has an encoding; no loop, no intermediate list.
+        args = []
+        for i, f in enumerate(self._fields):
+            if f.text:
+                expr = f"raw[{i}].partition(b'\\0')[0]"
+                if f.encoding:
+                    expr += f".decode({f.encoding!r})"
+                args.append(expr)
+            else:
+                args.append(f"raw[{i}]")
+        namespace: dict[str, Any] = {"T": self.type}
+        exec(f"def decode(raw):\n    return T({', '.join(args)})\n", namespace)
+        return namespace["decode"]
 
     def unpack(self, data: Any) -> Any:
         """Read one record from exactly :attr:`size` bytes."""
