@@ -408,7 +408,7 @@ class RecordChannel(Channel):
 
     def send_values(self, *values: Any, timeout: float | None = None) -> None:
         """Send one record given as its field values in order: ``send_values(b"b", 20)``."""
-        self._put(self._prepare(values), _deadline(timeout), timeout)
+        self.send_record(values, timeout)
 
     send = send_record
     send_nowait = send_record_nowait
@@ -474,7 +474,8 @@ class RecordChannel(Channel):
 
         The fastest receive; :meth:`recv_record` decodes the tuple into a record value.
         """
-        return self._take(_deadline(timeout))
+        raw = self._take_now() if timeout is None else None
+        return raw if raw is not None else self._take(_deadline(timeout))
 
     def recv_record(self, timeout: float | None = None) -> Any:
         """Receive one record, waiting up to ``timeout`` seconds (None: forever).
@@ -483,8 +484,13 @@ class RecordChannel(Channel):
             Empty: no record before the timeout.
             EndOfChannel: the channel was closed for sending and is drained.
         """
-        if timeout is None and not self._closed:
-            # The fast path: a waiting record and a free lock right now (as _take, inlined).
+        raw = self._take_now() if timeout is None else None
+        return self._decode(raw if raw is not None else self._take(_deadline(timeout)))
+
+    def _take_now(self) -> tuple[Any, ...] | None:
+        # The fast path: a waiting record and a free lock right now (as _take, inlined);
+        # None sends the caller the general way.
+        if not self._closed:
             items = self._isem
             try:
                 items.acquire(0)
@@ -513,9 +519,9 @@ class RecordChannel(Channel):
                         lock.release()
                     if raw is not None:
                         self._ssem.release()
-                        return self._decode(raw)
+                        return raw
                     items.release()  # empty or ended: _take decides, with the token back
-        return self._decode(self._take(_deadline(timeout)))
+        return None
 
     def recv_record_nowait(self) -> Any:
         """Receive one record if one is waiting; else raise :class:`Empty`."""
