@@ -151,14 +151,14 @@ class RecordChannel(Channel):
     """
 
     __slots__ = ("record", "slots", "_smask", "_rsize", "_struct", "_rq", "_ri", "_rdata",
-                 "_rsems", "_rplock", "_rclock", "_getter", "_text", "_prepare", "_decode", "_type", "_nfields",
-                 "_text_sizes", "_ssem", "_isem", "_psem", "_csem")
+                 "_rsems", "_rplock", "_rclock", "_getter", "_text", "_prepare", "_decode",
+                 "_type", "_nfields", "_text_sizes", "_ssem", "_isem", "_psem", "_csem")
 
     _expected_kind = ChannelKind.RECORDS
 
     def __init__(self, mapping: Mapping, info: HeaderInfo, sems: dict[str, posix_ipc.Semaphore],
                  *, path: str | None, fd: int, codec: Any = None) -> None:
-        """Private: use :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`anonymous`."""
+        """Private: use :meth:`create`, :meth:`open`, :meth:`open_or_create`, :meth:`anonymous`."""
         try:
             record = Record.from_schema(info.schema)
         except RecordError as exc:
@@ -410,8 +410,8 @@ class RecordChannel(Channel):
         """Send one record given as its field values in order: ``send_values(b"b", 20)``."""
         self.send_record(values, timeout)
 
-    send = send_record
-    send_nowait = send_record_nowait
+    send = send_record  # type: ignore[assignment]
+    send_nowait = send_record_nowait  # type: ignore[assignment]
 
     def send_many(self, values: Iterable[Any], timeout: float | None = None) -> None:
         """Send several records in order; every one is checked before any is sent.

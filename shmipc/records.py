@@ -398,9 +398,7 @@ class RecordArray:
         self._mapping = buffer if isinstance(buffer, Mapping) else None
         raw = buffer.buffer if isinstance(buffer, Mapping) else buffer
         view = memoryview(raw)
-        if view.ndim != 1 or view.format not in ("B", "b", "c"):
-            view = view.cast("B")
-        elif view.format != "B":
+        if view.ndim != 1 or view.format not in ("B", "b", "c") or view.format != "B":
             view = view.cast("B")
         nbytes = len(view)
         if offset < 0 or offset > nbytes:
@@ -414,7 +412,7 @@ class RecordArray:
             raise RecordError(
                 f"{count} {record.name} records of {record.size} bytes from offset {offset} "
                 f"do not fit a buffer of {nbytes} bytes (at most {fit})")
-        self._view = view
+        self._view: memoryview | None = view
         self._offset = offset
         self._len = count
         self._size = record.size

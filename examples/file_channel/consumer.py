@@ -29,10 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with shmipc.Channel.open_or_create(args.path, 1 << 16) as channel:
         print("waiting for messages", flush=True)
-        received = 0
-        for message in channel:  # until the channel is closed for sending and drained
+        # Until the channel is closed for sending and drained (or --count messages).
+        for received, message in enumerate(channel, 1):
             print(f"received {message['seq']}: {message['text']}", flush=True)
-            received += 1
             if args.count is not None and received >= args.count:
                 break
     return 0
