@@ -11,9 +11,9 @@ import subprocess
 import uuid
 
 import pytest
+from conftest import fork_run, join, run_python, start_python, unlink_channel_names
 
 import shmipc
-from conftest import fork_run, join, run_python, start_python, unlink_channel_names
 from shmipc import FieldTooLong, Record, RecordArray, RecordChannel, RecordError
 
 people = Record("people", [("name", "4s"), ("age", "i")])
@@ -428,11 +428,10 @@ def test_a_c_program_reads_the_same_records(tmp_path):
             for i in range(10):
                 arr[i] = people(bytes([98 + i]) * (1 + i % 4), 20 + i)
         m.flush()
-    with shmipc.map_file(mixed_file) as m:
-        with mixed.array(m) as arr:
-            arr[0] = (-5, 1.25, b"abc", -300)
-            arr[1] = (7, -0.5, b"x", 32000)
-            arr[2] = (0, 0.0, b"", 0)
+    with shmipc.map_file(mixed_file) as m, mixed.array(m) as arr:
+        arr[0] = (-5, 1.25, b"abc", -300)
+        arr[1] = (7, -0.5, b"x", 32000)
+        arr[2] = (0, 0.0, b"", 0)
 
     out = subprocess.run([str(binary), str(people_file), str(mixed_file)], capture_output=True,
                          text=True, timeout=30)
@@ -464,3 +463,37 @@ def test_unlink_channel_names_helper_cleans(channel_path):
     ch.close()
     unlink_channel_names(channel_path)
     assert not channel_path.exists()
+
+
+def test_positions_are_the_truth_when_only_the_empty_semaphore_is_rebuilt(channel_path):
+    ch = RecordChannel.create(channel_path, people, 16)
+    try:
+        for i in range(5):
+            ch.send((b"a", i))
+        shmipc.sync.unlink_semaphore(ch.semaphore_names["s"])
+        # Rebuilt with every slot counted free although 5 records wait: it over-counts.
+        with RecordChannel.open(channel_path, people) as again:
+            n = again.slots
+            for i in range(5, n):
+                again.send_nowait((b"a", i))
+            with pytest.raises(shmipc.Full):
+                again.send_nowait((b"a", -1))  # the positions say full: nothing overwritten
+            assert [again.recv(timeout=1).age for _ in range(n)] == list(range(n))
+            with pytest.raises(shmipc.Empty):
+                again.recv_nowait()
+    finally:
+        ch.close()
+
+
+def test_a_producer_killed_holding_the_lock_is_recovered(make_record_channel):
+    ch = make_record_channel()
+
+    def die_holding_the_lock():
+        ch._psem.acquire()
+        ch._rq[shmipc.layout.Q_PRODUCER_HOLDER] = shmipc.sync.next_holder_value()
+        os._exit(0)  # dies without releasing, as a SIGKILL at that instant would
+
+    assert join(fork_run(die_holding_the_lock)) == 0
+    ch.send((b"a", 1), timeout=10)  # takes the lock over from the dead holder
+    assert ch.recv(timeout=1) == people(b"a", 1)
+    assert ch.statistics().recoveries == 1
