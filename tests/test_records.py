@@ -242,7 +242,7 @@ def test_record_channel_full_then_end_of_channel(make_record_channel):
 
 
 def test_record_channel_across_fork(make_record_channel):
-    ch = make_record_channel(slots=8)  # small: the producer blocks on a full ring often
+    ch = make_record_channel(slots=8)
     count = 3000
 
     def child():
@@ -254,6 +254,23 @@ def test_record_channel_across_fork(make_record_channel):
     got = [p.age for p in ch]
     assert join(pid) == 0
     assert got == list(range(count))
+
+
+def test_record_channel_with_four_slots_blocks_and_loses_nothing(make_record_channel):
+    big = Record("big", [("blob", "1000s"), ("n", "q")])  # 1008 bytes: 4 slots in 4096
+    ch = make_record_channel(big, slots=4)
+    assert ch.slots == 4
+    count = 2000
+
+    def child():
+        for i in range(count):
+            ch.send((str(i).encode() * 3, i))
+        ch.close_send()
+
+    pid = fork_run(child)
+    got = [(r.blob, r.n) for r in ch]
+    assert join(pid) == 0
+    assert got == [(str(i).encode() * 3, i) for i in range(count)]
 
 
 def test_record_channel_many_producers_many_consumers(tmp_path):
