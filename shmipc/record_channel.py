@@ -31,6 +31,12 @@ positions, a waiter re-checks every ``sync.LIVENESS_INTERVAL`` even without a to
 that does not match the positions is dropped. So a token lost with a killed process delays one
 record by at most that interval and corrects itself; nothing is torn, duplicated or overwritten
 unread, because only the position stores commit.
+
+``send_record``/``recv_record`` without a timeout first try the whole protocol without waiting
+(token, lock, slot; inlined: no helper calls); anything that would wait (no token, a lock held,
+a full or empty ring) goes the general way, which waits in liveness slices after a short spin
+on the semaphore's value. The holder slots are written as ``sync.RobustLock`` writes them, so a
+process killed inside either path is recovered from the same way.
 """
 
 from __future__ import annotations
