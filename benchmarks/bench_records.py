@@ -14,6 +14,10 @@ are two. Rows:
 * ``Channel send(dict) / recv()``: ``{"name": "b", "age": 20}`` as msgpack (the baseline).
 * ``Channel send(record) / recv()``: records as a msgpack ext type.
 
+Besides messages per second (wall clock), each row gives the CPU time both processes spent per
+message (user + system, from ``getrusage``): on a shared or loaded machine the wall-clock rate
+swings with scheduling, while the CPU cost per message stays comparable.
+
 Not a timed test: numbers depend on the machine and its load.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 import uuid
@@ -36,9 +41,16 @@ def _pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
 
 
-def _run(make, send, recv, count: int) -> float:
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(make, send, recv, count: int) -> tuple[float, float]:
+    """Return (wall seconds, CPU seconds of both processes) for one run."""
     ch = make()
     try:
+        cpu_self, cpu_children = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         pid = os.fork()
         if pid == 0:
@@ -55,7 +67,9 @@ def _run(make, send, recv, count: int) -> float:
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError("producer failed")
-        return elapsed
+        cpu = (_cpu(resource.RUSAGE_SELF) - cpu_self
+               + _cpu(resource.RUSAGE_CHILDREN) - cpu_children)
+        return elapsed, cpu
     finally:
         ch.unlink()
         ch.close()
@@ -107,14 +121,18 @@ def main() -> None:
         ("Channel send(dict) / recv()  [msgpack]", fc, send_dicts, recv_records),
         ("Channel send(record) / recv() [ext type]", fc, send_records, recv_records),
     ]
-    results = {}
+    rates, costs = {}, {}
     for label, make, send, recv in rows:
-        best = min(_run(make, send, recv, args.count) for _ in range(args.repeat))
-        results[label] = args.count / best
-        print(f"{label:44s} {args.count / best:12,.0f} msgs/s", flush=True)
-    base = results[rows[2][0]]
-    print(f"record channel / msgpack dicts: {results[rows[0][0]] / base:.2f}x "
-          f"(raw forms {results[rows[1][0]] / base:.2f}x)")
+        runs = [_run(make, send, recv, args.count) for _ in range(args.repeat)]
+        rates[label] = args.count / min(wall for wall, _ in runs)
+        costs[label] = min(cpu for _, cpu in runs) / args.count * 1e6
+        print(f"{label:44s} {rates[label]:12,.0f} msgs/s {costs[label]:8.2f} us CPU/msg",
+              flush=True)
+    base = rows[2][0]
+    print(f"record channel / msgpack dicts: {rates[rows[0][0]] / rates[base]:.2f}x msgs/s, "
+          f"{costs[base] / costs[rows[0][0]]:.2f}x less CPU per message "
+          f"(raw forms {rates[rows[1][0]] / rates[base]:.2f}x, "
+          f"{costs[base] / costs[rows[1][0]]:.2f}x)")
     os.rmdir(tmp)
 
 

@@ -9,7 +9,9 @@ their slot and read with ``struct.unpack_from``: no msgpack, no frame headers.
 Positions count **slots**, not bytes: ``write_position`` is the number of records ever
 committed, ``read_position`` the number ever consumed (monotonic modulo 2**64); the slot of a
 position is ``position % slots`` (a power of two, so the wrap at 2**64 stays continuous), and
-``write_position - read_position`` is the number of records waiting. :meth:`statistics` reports
+``write_position - read_position`` is the number of records waiting. As positions start at 0,
+the header's ``sent_total``/``received_total`` equal them and are stored as copies of them (one
+store, no read-modify-write). :meth:`statistics` reports
 ``used``/``free``/``capacity`` in bytes (slots times the record size) and ``messages`` in
 records, so an inspecting tool sees the same meaning as for a frame channel.
 
@@ -396,8 +398,9 @@ class RecordChannel(Channel):
                             if (w - hq[Q_READ]) & U64_MASK < self.slots:
                                 self._struct.pack_into(self._rdata, (w & self._smask) * self._rsize,
                                                        *values)
-                                hq[Q_WRITE] = (w + 1) & U64_MASK  # the commit
-                                hq[Q_SENT] = (hq[Q_SENT] + 1) & U64_MASK
+                                w = (w + 1) & U64_MASK
+                                hq[Q_WRITE] = w  # the commit
+                                hq[Q_SENT] = w  # records ever sent: the position itself
                                 committed = True
                     finally:
                         hq[Q_PRODUCER_HOLDER] |= _RELEASED
@@ -456,8 +459,9 @@ class RecordChannel(Channel):
                 used = (w - hq[Q_READ]) & U64_MASK
                 if used < self.slots:
                     self._struct.pack_into(self._rdata, (w & self._smask) * self._rsize, *values)
-                    hq[Q_WRITE] = (w + 1) & U64_MASK  # the commit: the record is visible
-                    hq[Q_SENT] = (hq[Q_SENT] + 1) & U64_MASK
+                    w = (w + 1) & U64_MASK
+                    hq[Q_WRITE] = w  # the commit: the record is visible
+                    hq[Q_SENT] = w  # records ever sent: the position itself
                     committed = True
                 elif used > self.slots:
                     raise CorruptChannel("the ring positions are impossible: the header was "
@@ -518,8 +522,9 @@ class RecordChannel(Channel):
                         if w != r and (w - r) & U64_MASK <= self.slots:
                             raw = self._struct.unpack_from(self._rdata,
                                                            (r & self._smask) * self._rsize)
-                            hq[Q_READ] = (r + 1) & U64_MASK  # the commit
-                            hq[Q_RECEIVED] = (hq[Q_RECEIVED] + 1) & U64_MASK
+                            r = (r + 1) & U64_MASK
+                            hq[Q_READ] = r  # the commit
+                            hq[Q_RECEIVED] = r
                     finally:
                         hq[Q_CONSUMER_HOLDER] |= _RELEASED
                         lock.release()
@@ -581,8 +586,9 @@ class RecordChannel(Channel):
                         raise CorruptChannel("the ring positions are impossible: the header "
                                              "was overwritten by something else than shmipc")
                     raw = self._struct.unpack_from(self._rdata, (r & self._smask) * self._rsize)
-                    hq[Q_READ] = (r + 1) & U64_MASK  # the commit: the slot may be reused
-                    hq[Q_RECEIVED] = (hq[Q_RECEIVED] + 1) & U64_MASK
+                    r = (r + 1) & U64_MASK
+                    hq[Q_READ] = r  # the commit: the slot may be reused
+                    hq[Q_RECEIVED] = r
             finally:
                 self._rclock.release()
             if raw is not None:
