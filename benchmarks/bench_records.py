@@ -18,6 +18,9 @@ Besides messages per second (wall clock), each row gives the CPU time both proce
 message (user + system, from ``getrusage``): on a shared or loaded machine the wall-clock rate
 swings with scheduling, while the CPU cost per message stays comparable.
 
+The last lines time the same calls in one process with nobody waiting (send a batch, then
+receive it): the cost of the calls themselves, without scheduling, spinning or wake-ups.
+
 Not a timed test: numbers depend on the machine and its load.
 """
 
@@ -133,6 +136,25 @@ def main() -> None:
           f"{costs[base] / costs[rows[0][0]]:.2f}x less CPU per message "
           f"(raw forms {rates[rows[1][0]] / rates[base]:.2f}x, "
           f"{costs[base] / costs[rows[1][0]]:.2f}x)")
+    # One process, nobody waiting: the cost of the calls themselves (best of 5 batches).
+    batch = 8192
+    single = {}
+    for label, make, send, recv in (rows[0], rows[2]):
+        ch = make()
+        try:
+            best = float("inf")
+            for _ in range(5):
+                start = time.perf_counter()
+                send(ch, batch)
+                recv(ch, batch)
+                best = min(best, time.perf_counter() - start)
+        finally:
+            ch.unlink()
+            ch.close()
+        single[label] = best / batch * 1e9
+        print(f"one process, send + recv: {label:44s} {single[label]:8.0f} ns")
+    print(f"record channel / msgpack dicts in one process: "
+          f"{single[rows[2][0]] / single[rows[0][0]]:.2f}x less time per message")
     os.rmdir(tmp)
 
 
