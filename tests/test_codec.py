@@ -7,9 +7,9 @@ import decimal
 
 import msgpack
 import pytest
+from conftest import fork_run, join
 
 import shmipc
-from conftest import fork_run, join
 from shmipc import Codec, DecodeError, EncodeError, Record
 
 people = Record("people", [("name", "4s"), ("age", "i")])
@@ -51,7 +51,7 @@ def test_datetime_as_msgpack_timestamp():
     data = c.encode(when)
     assert msgpack.unpackb(data, timestamp=0).__class__ is msgpack.Timestamp
     out = c.decode(data)
-    assert out == when and out.tzinfo == dt.timezone.utc
+    assert out == when and out.tzinfo == dt.UTC
     with pytest.raises(EncodeError, match="naive"):
         c.encode(dt.datetime(2024, 1, 1))
 
