@@ -514,3 +514,24 @@ def test_a_producer_killed_holding_the_lock_is_recovered(make_record_channel):
     ch.send((b"a", 1), timeout=10)  # takes the lock over from the dead holder
     assert ch.recv(timeout=1) == people(b"a", 1)
     assert ch.statistics().recoveries == 1
+
+
+def test_record_channel_timeouts_and_batches(make_record_channel):
+    ch = make_record_channel()
+    with pytest.raises(shmipc.Empty):
+        ch.recv(timeout=0.05)
+    with pytest.raises(ValueError):
+        ch.recv(timeout=-1)
+    with pytest.raises(FieldTooLong):
+        ch.send_many([(b"a", 1), (b"too long", 2)])
+    assert ch.statistics().messages == 0  # checked before any was sent
+    with pytest.raises(shmipc.Full) as info:
+        ch.send_many([(b"m", i) for i in range(ch.slots + 3)], timeout=0.05)
+    assert info.value.sent == ch.slots
+    got = ch.recv_many(ch.slots + 10, timeout=1)
+    assert [p.age for p in got] == list(range(ch.slots))
+    stats = ch.statistics()
+    assert (stats.sent, stats.received, stats.messages) == (ch.slots, ch.slots, 0)
+    ch.close()
+    with pytest.raises(shmipc.ChannelClosed):
+        ch.send((b"a", 1))
