@@ -2,11 +2,12 @@
 
 Layers, bottom up (a lower layer never imports a higher one): errors; mapping (mmap kinds,
 msync, munmap); layout (the channel header) and ring (frames); sync (POSIX semaphores, robust
-locks); codec (msgpack); channel (the Channel that puts them together).
+locks); codec (msgpack, ext types); records (C-layout records, arrays over mappings); channel
+(the Channel that puts them together); record_channel (fixed slots of records, no msgpack).
 """
 
 from .channel import DEFAULT_CAPACITY, Channel, ChannelStatistics
-from .codec import Codec
+from .codec import RECORD_EXT_CODE, Codec
 from .errors import (
     ChannelClosed,
     CorruptChannel,
@@ -24,11 +25,14 @@ from .errors import (
     WrongStartMethod,
 )
 from .mapping import Mapping, MappingKind, map_anonymous, map_file
+from .record_channel import RecordChannel
+from .records import FieldTooLong, Record, RecordArray, RecordError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_CAPACITY",
+    "RECORD_EXT_CODE",
     "Channel",
     "ChannelClosed",
     "ChannelStatistics",
@@ -38,6 +42,7 @@ __all__ = [
     "Empty",
     "EncodeError",
     "EndOfChannel",
+    "FieldTooLong",
     "Full",
     "IncompatibleChannel",
     "Mapping",
@@ -46,6 +51,10 @@ __all__ = [
     "MessageTooLarge",
     "NotAChannel",
     "PeerDied",
+    "Record",
+    "RecordArray",
+    "RecordChannel",
+    "RecordError",
     "ShmipcError",
     "WrongStartMethod",
     "map_anonymous",
