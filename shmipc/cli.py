@@ -556,15 +556,12 @@ def cmd_create(args: argparse.Namespace) -> int:
     if not os.path.isdir(parent):
         raise CliError(f"{path}: directory {parent} does not exist")
     if args.record is not None:
-        record_channel = getattr(shmipc, "RecordChannel", None)
-        if record_channel is None:
-            raise CliError(f"{path}: record channels are not available in this shmipc "
-                           f"{shmipc.__version__}; create a msgpack channel without --record")
         try:
-            channel = record_channel.create(path, args.record, capacity=args.capacity,
-                                            mode=args.mode)
+            record = shmipc.Record.from_schema(args.record)
         except (ValueError, TypeError) as exc:  # a schema the record layer refuses
             raise CliError(f"{path}: invalid record schema {args.record!r}: {exc}") from None
+        channel: Channel = shmipc.RecordChannel.create(
+            path, record, max(1, args.capacity // record.size), mode=args.mode)
     else:
         channel = Channel.create(path, args.capacity, mode=args.mode)
     channel.close()
@@ -945,7 +942,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", type=parse_mode, default=0o600, metavar="MODE",
                    help="octal permissions of the file and its semaphores (default 0600)")
     p.add_argument("--record", metavar="SCHEMA",
-                   help="a record channel of fixed-size records with this schema")
+                   help="a record channel of fixed-size records with this schema, e.g. "
+                        "'people{name:4s;age:i}' (struct codes; capacity then sets the slots)")
 
     p = add("inspect", cmd_inspect, "Show a channel's state without changing it.",
             "Reads the header and opens only existing semaphores; a missing semaphore is "

@@ -343,13 +343,21 @@ def test_inspect_record_channel_from_header_alone(tmp_path):
 
 
 def test_create_record_channel(channel_path):
-    result = cli_run("create", channel_path, "--record", "name:4s age:i", "--capacity", "4K")
-    if not hasattr(shmipc, "RecordChannel"):
-        assert_failure(result, channel_path, "record channels are not available")
-        assert not channel_path.exists()
-        return
+    result = cli_run("create", channel_path, "--record", "people{name:4s;age:i}",
+                     "--capacity", "4K")
     assert result.returncode == 0, result.stderr
-    assert json.loads(cli_run("inspect", channel_path, "--json").stdout)["kind"] == "records"
+    state = json.loads(cli_run("inspect", channel_path, "--json").stdout)
+    assert (state["kind"], state["record_size"]) == ("records", 8)
+    people = shmipc.Record("people", [("name", "4s"), ("age", "i")])
+    with shmipc.RecordChannel.open(channel_path, people) as ch:
+        ch.send_record(people.type(b"b", 20))
+        assert ch.recv_record(timeout=1) == people.type(b"b", 20)
+
+
+def test_create_record_channel_with_a_bad_schema(channel_path):
+    result = cli_run("create", channel_path, "--record", "name:4s age:i")
+    assert_failure(result, channel_path, "invalid record schema")
+    assert not channel_path.exists()
 
 
 # --- recv modes -----------------------------------------------------------------------------

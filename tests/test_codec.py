@@ -7,9 +7,9 @@ import decimal
 
 import msgpack
 import pytest
-from conftest import fork_run, join
 
 import shmipc
+from conftest import fork_run, join
 from shmipc import Codec, DecodeError, EncodeError, Record
 
 people = Record("people", [("name", "4s"), ("age", "i")])

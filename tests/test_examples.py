@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, unlink_channel_names
 
 EXAMPLES = ROOT / "examples"

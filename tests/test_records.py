@@ -11,9 +11,9 @@ import subprocess
 import uuid
 
 import pytest
-from conftest import fork_run, join, run_python, start_python, unlink_channel_names
 
 import shmipc
+from conftest import fork_run, join, run_python, start_python, unlink_channel_names
 from shmipc import FieldTooLong, Record, RecordArray, RecordChannel, RecordError
 
 people = Record("people", [("name", "4s"), ("age", "i")])
