@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
                      [s for s in systems if s.multi_producer]))
     if not args.no_sweep:
         for size in sweep_sizes:
-            volume = (4 << 20) if quick else (256 << 20)
+            volume = (4 << 20) if quick else (128 << 20)
             n = max(10, min(n_4k, volume // size))
             plan.append((f"sweep{size}", "bytes", n, size, 1,
                          systems + ([VIEW] if view_too else [])))

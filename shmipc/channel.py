@@ -78,6 +78,7 @@ DEFAULT_SPIN = float(os.environ.get("SHMIPC_SPIN", "50e-6"))
 """
 
 _next_holder_value = sync.next_holder_value
+_perf_counter = time.perf_counter
 _MESSAGE_HEADER = ring.TAG_MESSAGE << 32
 _PADDING_HEADER = ring.TAG_PADDING << 32
 _RELEASED = sync.RELEASED
@@ -751,9 +752,9 @@ class Channel:
                         timeout: float | None, committed: int) -> None:
         hq, hi, cap, space = self._hq, self._hi, self._capacity, self._space
         if self._spin > 0:  # poll the read position first: a consumer is usually on its way
-            until = time.perf_counter() + self._spin
+            until = _perf_counter() + self._spin
             while cap - ((w - hq[Q_READ]) & U64_MASK) < need:
-                if time.perf_counter() > until:
+                if _perf_counter() > until:
                     break
             else:
                 return
@@ -819,7 +820,7 @@ class Channel:
         """
         payload = self._take_one(timeout)
         if payload is None:
-            return self._receive(1, _deadline(timeout), True)[0]  # type: ignore[no-any-return]
+            return self._take_waiting(timeout, True)  # type: ignore[no-any-return]
         return payload
 
     def recv_bytes_nowait(self) -> bytes:
@@ -834,12 +835,31 @@ class Channel:
         """
         payload = self._take_one(timeout)
         if payload is None:
-            return self._receive(1, _deadline(timeout), False)[0]
+            return self._take_waiting(timeout, False)
         return self._decode(payload)
 
     def recv_nowait(self) -> Any:
         """Receive one object if one is waiting; else raise :class:`Empty`."""
         return self.recv(0)
+
+    def _take_waiting(self, timeout: float | None, as_bytes: bool) -> Any:
+        # The fast path took nothing. If the ring is empty, poll the write position (no lock,
+        # no system call) for up to `spin` seconds and retry the fast path; then the general
+        # path, which waits on the semaphore (without polling a second time).
+        spun = False
+        if self._spin > 0 and timeout != 0:
+            hq, hi = self._hq, self._hi
+            r = hq[Q_READ]
+            until = _perf_counter() + self._spin
+            while hq[Q_WRITE] == r and not hi[I_CLOSED]:
+                if _perf_counter() > until:
+                    spun = True
+                    break
+            else:
+                payload = self._take_one(timeout)
+                if payload is not None:
+                    return payload if as_bytes else self._decode(payload)
+        return self._receive(1, _deadline(timeout), as_bytes, spun)[0]
 
     def _take_one(self, timeout: float | None) -> bytes | None:
         # The single-message fast path: take the next plain message frame if one is there now
@@ -990,7 +1010,7 @@ class Channel:
         self._hi[I_SENDER_WAITING] = 0
         self._space.release()
 
-    def _lock_nonempty(self, deadline: float | None) -> tuple[int, int]:
+    def _lock_nonempty(self, deadline: float | None, spun: bool = False) -> tuple[int, int]:
         """Take the consumer lock with a message below the write position; return (r, w).
 
         Spins for :attr:`spin` seconds on the write position, then registers in
@@ -1001,7 +1021,7 @@ class Channel:
         """
         hq, hi, clock, items = self._hq, self._hi, self._clock, self._items
         registered = False
-        spun = self._spin <= 0
+        spun = spun or self._spin <= 0
         try:
             while True:
                 if not clock.acquire(_lock_deadline(deadline)):
@@ -1029,9 +1049,9 @@ class Channel:
                 clock.release()  # a full barrier: the registration is visible from here on
                 if not spun:
                     spun = True
-                    until = time.perf_counter() + self._spin
+                    until = _perf_counter() + self._spin
                     while hq[Q_WRITE] == r and not hi[I_CLOSED]:
-                        if time.perf_counter() > until:
+                        if _perf_counter() > until:
                             break
                     continue
                 if hq[Q_WRITE] != r or hi[I_CLOSED]:
@@ -1049,12 +1069,13 @@ class Channel:
                 clock.release()
             raise
 
-    def _receive(self, max_count: int, deadline: float | None, as_bytes: bool) -> list[Any]:
+    def _receive(self, max_count: int, deadline: float | None, as_bytes: bool,
+                 spun: bool = False) -> list[Any]:
         if self._busy:
             self._check_receivable()
         if max_count < 1:
             raise ValueError(f"max_count must be at least 1 (got {max_count})")
-        r, w = self._lock_nonempty(deadline)
+        r, w = self._lock_nonempty(deadline, spun)
         hq = self._hq
         try:
             out, r, count = self._take(r, w, max_count, as_bytes)
