@@ -79,6 +79,7 @@ DEFAULT_SPIN = float(os.environ.get("SHMIPC_SPIN", "50e-6"))
 
 _next_holder_value = sync.next_holder_value
 _perf_counter = time.perf_counter
+_POLL_PAUSE = range(4)  # a few hundred ns between polls of a shared cache line
 _MESSAGE_HEADER = ring.TAG_MESSAGE << 32
 _PADDING_HEADER = ring.TAG_PADDING << 32
 _RELEASED = sync.RELEASED
@@ -855,6 +856,8 @@ class Channel:
                 if _perf_counter() > until:
                     spun = True
                     break
+                for _ in _POLL_PAUSE:  # poll gently: each load pulls the producer's cache line
+                    pass
             else:
                 payload = self._take_one(timeout)
                 if payload is not None:
@@ -1053,6 +1056,8 @@ class Channel:
                     while hq[Q_WRITE] == r and not hi[I_CLOSED]:
                         if _perf_counter() > until:
                             break
+                        for _ in _POLL_PAUSE:
+                            pass
                     continue
                 if hq[Q_WRITE] != r or hi[I_CLOSED]:
                     continue
