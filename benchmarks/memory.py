@@ -22,10 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import shmipc  # noqa: E402
 
 
-def rss_kib() -> int:
+def rss_kib(field: str = "VmRSS") -> int:
+    """A resident-set figure of this process in KiB: VmRSS, RssAnon (private heap) or RssShmem
+    (pages of shared mappings touched, i.e. the ring)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -58,6 +60,7 @@ def run(kind: str, count: int, size: int) -> dict[str, float]:
     for i in range(count):
         if i == warm:
             rss0 = rss_kib()
+            anon0 = rss_kib("RssAnon")
             faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         if kind == "small":
             if ch.recv() != {"name": "b", "age": 20}:
@@ -69,12 +72,17 @@ def run(kind: str, count: int, size: int) -> dict[str, float]:
             with ch.recv_view() as view:
                 if len(view) != size:
                     raise AssertionError
+    capacity = ch.capacity
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
     growth = rss_kib() - rss0
+    anon_growth = rss_kib("RssAnon") - anon0
+    shmem = rss_kib("RssShmem")
     os.waitpid(pid, 0)
     ch.close()
     result.close()
     return {"messages": count, "size": size, "rss_growth_kib": growth,
+            "anon_growth_kib": anon_growth, "shmem_resident_kib": shmem,
+            "ring_kib": capacity // 1024,
             "minor_faults_per_msg": faults / (count - warm)}
 
 

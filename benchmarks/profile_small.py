@@ -31,7 +31,7 @@ def main() -> None:
     obj = {"name": "b", "age": 20}
     payload = ch._encode(obj)
     env = dict(ch=ch, obj=obj, p=payload, hq=ch._hq, dq=ch._dq, data=ch._data,
-               ps=ch._psem, nh=C._next_holder_value, R=C._RELEASED, Q_WRITE=Q_WRITE,
+               ps=ch._psem, nh=C._next_holder_value, S=C.sync, R=C._RELEASED, Q_WRITE=Q_WRITE,
                Q_READ=Q_READ, Q_SENT=Q_SENT, Q_RECEIVED=Q_RECEIVED, M=U64_MASK,
                H=C._MESSAGE_HEADER)
     n = len(payload)
@@ -39,7 +39,8 @@ def main() -> None:
         "pack (Codec.encode)": best("ch._encode(obj)", env),
         "unpack (Codec.decode)": best("ch._decode(p)", env),
         "lock pair (sem_trywait + holder store, released store + sem_post)":
-            best("ps.acquire(0); hq[50] = nh(); hq[50] |= R; ps.release()", env),
+            best("ps.acquire(0)\ntry:\n    hq[50] = next(S.holder_values)\n"
+                 "except StopIteration:\n    hq[50] = nh()\nhq[50] |= R; ps.release()", env),
         "sem_trywait + sem_post alone": best("ps.acquire(0); ps.release()", env),
         "frame write (copy in, header, commit, sent count)":
             best(f"data[8:{8 + n}] = p; dq[0] = {n} | H; hq[Q_WRITE] = 0; "

@@ -78,6 +78,8 @@ DEFAULT_SPIN = float(os.environ.get("SHMIPC_SPIN", "50e-6"))
 """
 
 _next_holder_value = sync.next_holder_value
+_sync_module = sync
+_next = next
 _perf_counter = time.perf_counter
 _POLL_PAUSE = range(4)  # a few hundred ns between polls of a shared cache line
 _MESSAGE_HEADER = ring.TAG_MESSAGE << 32
@@ -620,7 +622,10 @@ class Channel:
                     "producer holds it while it waits for room: receive faster or wait longer",
                 ) from None
         else:
-            hq[Q_PRODUCER_HOLDER] = _next_holder_value()
+            try:
+                hq[Q_PRODUCER_HOLDER] = _next(_sync_module.holder_values)
+            except StopIteration:
+                hq[Q_PRODUCER_HOLDER] = _next_holder_value()
         try:
             if self._hi[I_CLOSED]:
                 raise ChannelClosed(
@@ -878,13 +883,16 @@ class Channel:
         except posix_ipc.BusyError:
             return None
         hq = self._hq
-        hq[Q_CONSUMER_HOLDER] = _next_holder_value()
+        try:
+            hq[Q_CONSUMER_HOLDER] = _next(_sync_module.holder_values)
+        except StopIteration:
+            hq[Q_CONSUMER_HOLDER] = _next_holder_value()
         payload = None
         try:
             r = hq[Q_READ]
             w = self._wcache
             cap = self._capacity
-            if ((w - r) & U64_MASK) - 1 >= cap:  # empty by the cached position (or stale)
+            if w == r or ((w - r) & U64_MASK) > cap:  # empty by the cached position, or stale
                 w = self._wcache = hq[Q_WRITE]
             if w != r:
                 offset = r & (cap - 1)
