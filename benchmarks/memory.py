@@ -10,6 +10,7 @@ blocked on an empty channel for 5 s reports the CPU time it used (``resource.get
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -90,10 +91,8 @@ def idle(seconds: float) -> dict[str, float]:
     ch = shmipc.Channel.anonymous(1 << 16)
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
-    try:
+    with contextlib.suppress(shmipc.Empty):
         ch.recv(timeout=seconds)
-    except shmipc.Empty:
-        pass
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

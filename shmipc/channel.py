@@ -964,7 +964,7 @@ class Channel:
         if self._busy:
             self._check_receivable()
         r, w = self._lock_nonempty(_deadline(timeout))
-        hq, cap, dq = self._hq, self._capacity, self._dq
+        cap, dq = self._capacity, self._dq
         try:
             start, length, next_r, tag = ring.read_frame_tagged(dq, cap, r, w)
             cursor = None

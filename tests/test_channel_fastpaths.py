@@ -10,9 +10,9 @@ import signal
 import time
 
 import pytest
+from conftest import fork_run, join
 
 import shmipc
-from conftest import fork_run, join
 from shmipc import layout
 
 
