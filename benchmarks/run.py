@@ -360,7 +360,9 @@ def produce(system: System, ep: Any, workload: str, count: int, size: int, base:
         for _ in range(count):
             send(ep, SMALL)
     elif workload == "batch":
-        batch = [SMALL] * 64
+        # 64 distinct (equal) dicts: a list of one object 64 times would let pickle send it
+        # once and refer to it 63 times, which real batches never allow.
+        batch = [dict(SMALL) for _ in range(64)]
         for _ in range(count // 64):
             system.send_batch(ep, batch)
     elif workload == "bytes":
@@ -556,7 +558,7 @@ def floor(workload: str, count: int, size: int = 0) -> dict[str, Any]:
             if unpack(view[:n]) != SMALL:
                 raise AssertionError
     elif workload == "batch":
-        batch = [SMALL] * 64
+        batch = [dict(SMALL) for _ in range(64)]
         for _ in range(count // 64):
             payload = pack(batch)
             n = len(payload)
