@@ -19,6 +19,11 @@ unposted   the holder slot says "released", the semaphore not yet posted
 The subclass repeats :meth:`RobustLock.acquire`/``release`` with the hooks between their two
 steps; ``tests/test_crash.py`` checks that every point is reached, so a change to the lock that
 this copy misses shows up there.
+
+``Channel`` inlines the uncontended single-message send and receive (the same protocol, with
+no calls to hook). In a hooked process those two fast paths are switched off, so that every
+message there goes the general way through the hooked lock and ring functions; the fast paths
+themselves are tortured by the random kills of the unhooked workers.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Callable
 
 import posix_ipc
 
-from . import ring, sync
+from . import channel, ring, sync
 
 POINTS = ("window", "held", "frame", "releasing", "unposted")
 
@@ -62,6 +67,7 @@ def install(hook: Callable[[str], None]) -> None:
             self.sem.release()
 
     write_frame, read_frame = ring.write_frame, ring.read_frame
+    read_frame_tagged = ring.read_frame_tagged
 
     def hooked_write_frame(*args, **kwargs):  # type: ignore[no-untyped-def]
         position = write_frame(*args, **kwargs)
@@ -73,6 +79,20 @@ def install(hook: Callable[[str], None]) -> None:
         HookedRobustLock._killpoint_hook("frame")
         return located
 
+    def hooked_read_frame_tagged(*args, **kwargs):  # type: ignore[no-untyped-def]
+        located = read_frame_tagged(*args, **kwargs)
+        HookedRobustLock._killpoint_hook("frame")
+        return located
+
+    def general_put(self, payload, timeout):  # type: ignore[no-untyped-def]
+        self._write((payload,), channel._deadline(timeout), timeout)
+
+    def no_fast_take(self, timeout):  # type: ignore[no-untyped-def]
+        return None  # the caller goes the general way
+
     sync.RobustLock = HookedRobustLock  # type: ignore[misc]
     ring.write_frame = hooked_write_frame
     ring.read_frame = hooked_read_frame
+    ring.read_frame_tagged = hooked_read_frame_tagged
+    channel.Channel._put = general_put  # type: ignore[method-assign]
+    channel.Channel._take_one = no_fast_take  # type: ignore[method-assign]

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import posix_ipc
 
 from . import layout, ring, sync
@@ -48,7 +49,9 @@ from .errors import (
 from .layout import (
     HEADER_SIZE,
     I_CLOSED,
+    I_RECEIVERS_WAITING,
     I_SENDER_WAITING,
+    Q_BATCH_CURSOR,
     Q_CONSUMER_HOLDER,
     Q_PRODUCER_HOLDER,
     Q_READ,
@@ -62,10 +65,54 @@ from .layout import (
 )
 from .mapping import Mapping, create_file, map_anonymous, map_descriptor
 
-__all__ = ["DEFAULT_CAPACITY", "Channel", "ChannelStatistics"]
+__all__ = ["DEFAULT_CAPACITY", "DEFAULT_SPIN", "Channel", "ChannelStatistics"]
 
 DEFAULT_CAPACITY = 4 << 20
 """Default data capacity: a few MiB, small enough to stay in the last-level cache."""
+
+DEFAULT_SPIN = float(os.environ.get("SHMIPC_SPIN", "50e-6"))
+"""Seconds a blocked receive or send polls before it sleeps (see :attr:`Channel.spin`).
+
+50 µs: long enough to catch a busy peer's next message (a wake-up through the semaphore costs
+~20 µs), short enough that an idle receiver's CPU use is nil. The environment variable
+``SHMIPC_SPIN`` sets it for a whole process (the test suite runs with 0). New handles read it.
+"""
+
+_next_holder_value = sync.next_holder_value
+_sync_module = sync
+_next = next
+_perf_counter = time.perf_counter
+_POLL_PAUSE = range(4)  # a few hundred ns between polls of a shared cache line
+_MESSAGE_HEADER = ring.TAG_MESSAGE << 32
+_PADDING_HEADER = ring.TAG_PADDING << 32
+_RELEASED = sync.RELEASED
+
+
+class _Batch:
+    """Bytes of a msgpack array of messages, copied out of a batch frame, to decode."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _array_header(data: memoryview, start: int, length: int) -> tuple[int, int]:
+    """(element count, header bytes) of the msgpack array that a batch payload must be."""
+    if length < 1:
+        raise CorruptChannel("a batch frame is empty")
+    first = data[start]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F, 1
+    if first == 0xDC and length >= 3:
+        return int.from_bytes(data[start + 1:start + 3], "big"), 3
+    if first == 0xDD and length >= 5:
+        return int.from_bytes(data[start + 1:start + 5], "big"), 5
+    raise CorruptChannel("a batch frame does not start with a msgpack array header")
+
+
+def _array_prefix(count: int) -> bytes:
+    return b"\xdd" + count.to_bytes(4, "big")
 
 _LOCK_GRACE = 0.005  # a *_nowait call still waits this long for a lock held by a running peer
 
@@ -145,7 +192,8 @@ class Channel:
     __slots__ = (
         "_mapping", "_info", "_path", "_fd", "_codec", "_capacity", "_mask", "_max_message",
         "_hq", "_hi", "_data", "_dq", "_items", "_space", "_plock", "_clock", "_sems",
-        "_closed", "_semaphore_names",
+        "_closed", "_semaphore_names", "_psem", "_csem", "_encode", "_decode", "_rcache",
+        "_wcache", "_spin", "_busy", "_view_out",
     )
 
     _expected_kind = ChannelKind.FRAMES
@@ -177,6 +225,15 @@ class Channel:
         self._plock = sync.RobustLock(sems["p"], self._hq, Q_PRODUCER_HOLDER, repair, recovered)
         self._clock = sync.RobustLock(sems["c"], self._hq, Q_CONSUMER_HOLDER, repair, recovered)
         self._closed = False
+        self._psem = sems["p"]
+        self._csem = sems["c"]
+        self._encode = self._codec.encode
+        self._decode = self._codec.decode
+        self._rcache = self._hq[Q_READ]  # producers: a read position seen (never ahead)
+        self._wcache = self._hq[Q_WRITE]  # consumers: a write position seen (never ahead)
+        self._spin = DEFAULT_SPIN
+        self._busy = False  # True while closed or a recv_view is out: receives check why
+        self._view_out: Any = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -424,7 +481,10 @@ class Channel:
         """
         if self._closed:
             return
+        if self._view_out is not None:
+            self._check_receivable()  # finish (or refuse, while still exported) a view
         self._closed = True
+        self._busy = True
         for view in (self._dq, self._data, self._hi, self._hq):
             view.release()
         self._mapping.close()
@@ -513,6 +573,26 @@ class Channel:
         """The fixed header fields (format version, capacity, kind, channel id, ...)."""
         return self._info
 
+    # --- tuning ----------------------------------------------------------------------------
+
+    @property
+    def spin(self) -> float:
+        """Seconds a blocked receive or send polls the shared positions before it sleeps.
+
+        Polling (busy-waiting) turns a wake-up of ~20 µs into well under a microsecond while
+        both sides are busy; after ``spin`` seconds without progress the caller sleeps on a
+        semaphore and uses no CPU. 0 disables polling: every wait sleeps at once, which is
+        always correct, only slower. Defaults to :data:`DEFAULT_SPIN`. Per handle; settable.
+        """
+        return self._spin
+
+    @spin.setter
+    def spin(self, seconds: float) -> None:
+        seconds = float(seconds)
+        if not seconds >= 0:
+            raise ValueError(f"spin must be >= 0 seconds (got {seconds})")
+        self._spin = seconds
+
     # --- sending -------------------------------------------------------------------------
 
     def send_bytes(self, data: Any, timeout: float | None = None) -> None:
@@ -525,11 +605,11 @@ class Channel:
             Full: no room before the timeout.
             ChannelClosed: this handle was closed, or the channel was closed for sending.
         """
-        self._write((_as_bytes_view(data),), _deadline(timeout), timeout)
+        self._put(_as_bytes_view(data), timeout)
 
     def send_bytes_nowait(self, data: Any) -> None:
         """Send raw bytes if there is room now; else raise :class:`Full`."""
-        self._write((_as_bytes_view(data),), _deadline(0), 0)
+        self._put(_as_bytes_view(data), 0)
 
     def send(self, obj: Any, timeout: float | None = None) -> None:
         """Send one object, encoded with msgpack.
@@ -538,27 +618,117 @@ class Channel:
             EncodeError: msgpack cannot encode ``obj`` (also a TypeError); nothing is sent.
             MessageTooLarge, Full, ChannelClosed: as for :meth:`send_bytes`.
         """
-        self._write((self._codec.encode(obj),), _deadline(timeout), timeout)
+        self._put(self._encode(obj), timeout)
 
     def send_nowait(self, obj: Any) -> None:
         """Send one object if there is room now; else raise :class:`Full`."""
-        self._write((self._codec.encode(obj),), _deadline(0), 0)
+        self._put(self._encode(obj), 0)
+
+    def _put(self, payload: Any, timeout: float | None) -> None:
+        # The single-message fast path: the protocol of _write, inlined. The producer lock is
+        # tried without a timeout first (a sem_trywait); only contention takes the timed,
+        # robust path. The read position is re-read only when the cached one says "full".
+        if self._closed:
+            raise ChannelClosed("this channel handle is closed; open the channel again")
+        length = len(payload)
+        if length > self._max_message:
+            raise MessageTooLarge(length, self._max_message, self._capacity)
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None (got {timeout})")
+        hq = self._hq
+        psem = self._psem
+        try:
+            psem.acquire(0)
+        except posix_ipc.BusyError:
+            if not self._plock.acquire(_lock_deadline(_deadline(timeout))):
+                raise Full(
+                    f"timed out after {timeout} s waiting for the producer lock; another "
+                    "producer holds it while it waits for room: receive faster or wait longer",
+                ) from None
+        else:
+            try:
+                hq[Q_PRODUCER_HOLDER] = _next(_sync_module.holder_values)
+            except StopIteration:
+                hq[Q_PRODUCER_HOLDER] = _next_holder_value()
+        try:
+            if self._hi[I_CLOSED]:
+                raise ChannelClosed(
+                    "the channel was closed for sending (close_send); no more messages go in"
+                )
+            cap = self._capacity
+            w = hq[Q_WRITE]
+            offset = w & (cap - 1)
+            size = 8 + ((length + 7) & -8)
+            tail = cap - offset
+            need = size if size <= tail else tail + size
+            if (w - self._rcache) & U64_MASK > cap - need:
+                r = self._rcache = hq[Q_READ]
+                used = (w - r) & U64_MASK
+                if used > cap or w & 7:
+                    raise CorruptChannel("the ring positions are impossible: the header was "
+                                         "overwritten by something else than shmipc")
+                if cap - used < need:
+                    self._wait_for_space(w, need, _deadline(timeout), timeout, 0)
+            data = self._data
+            dq = self._dq
+            if size > tail:
+                dq[offset >> 3] = (tail - 8) | _PADDING_HEADER
+                w += tail
+                offset = 0
+            data[offset + 8:offset + 8 + length] = payload
+            dq[offset >> 3] = length | _MESSAGE_HEADER
+            hq[Q_WRITE] = (w + size) & U64_MASK  # the commit: the frame is visible from here on
+            hq[Q_SENT] = (hq[Q_SENT] + 1) & U64_MASK
+        finally:
+            hq[Q_PRODUCER_HOLDER] |= _RELEASED
+            psem.release()  # a full barrier: the commit is visible before the load below
+        if self._hi[I_RECEIVERS_WAITING]:
+            self._wake_receivers()
 
     def send_many(self, objects: Iterable[Any], timeout: float | None = None) -> None:
-        """Send several objects under one lock acquisition; they arrive in order.
+        """Send several objects as one batch frame, under one lock acquisition; in order.
 
-        Every object is encoded before anything is written, so an :class:`EncodeError`
+        The objects travel as one msgpack array in one frame (split into several frames only
+        if it would not fit half the ring). Consumers take them one by one or many at a time,
+        and several consumers may share one batch; each object is still received exactly
+        once. Every object is encoded before anything is written, so an :class:`EncodeError`
         sends nothing. If the timeout expires part-way, :class:`Full` is raised and its
         ``sent`` attribute says how many of the objects were sent.
+
+        Raises:
+            EncodeError: an object cannot be encoded; nothing is sent.
+            MessageTooLarge: one object alone does not fit the channel.
+            Full, ChannelClosed: as for :meth:`send`.
         """
-        encode = self._codec.encode
-        self._write([encode(obj) for obj in objects], _deadline(timeout), timeout)
+        objs = objects if type(objects) is list else list(objects)
+        if self._closed:
+            raise ChannelClosed("this channel handle is closed; open the channel again")
+        if not objs:
+            return
+        payloads: list[Any] = []
+        counts: list[int] = []
+        self._pack_batches(objs, payloads, counts)
+        self._write(payloads, _deadline(timeout), timeout, ring.TAG_BATCH, counts)
+
+    def _pack_batches(self, objs: list[Any], payloads: list[Any], counts: list[int]) -> None:
+        payload = self._encode(objs)
+        if len(payload) <= self._max_message:
+            payloads.append(payload)
+            counts.append(len(objs))
+        elif len(objs) == 1:
+            size = len(payload) - 1  # less the array header of one element
+            raise MessageTooLarge(size, self._max_message, self._capacity)
+        else:
+            half = len(objs) // 2
+            self._pack_batches(objs[:half], payloads, counts)
+            self._pack_batches(objs[half:], payloads, counts)
 
     def send_many_bytes(self, messages: Iterable[Any], timeout: float | None = None) -> None:
         """Send several raw-bytes messages under one lock acquisition (see :meth:`send_many`)."""
         self._write([_as_bytes_view(m) for m in messages], _deadline(timeout), timeout)
 
-    def _write(self, payloads: Any, deadline: float | None, timeout: float | None) -> None:
+    def _write(self, payloads: Any, deadline: float | None, timeout: float | None,
+               tag: int = ring.TAG_MESSAGE, counts: list[int] | None = None) -> None:
         if self._closed:
             raise ChannelClosed("this channel handle is closed; open the channel again")
         limit = self._max_message
@@ -581,7 +751,7 @@ class Channel:
                 )
             w = hq[Q_WRITE]
             data, dq = self._data, self._dq
-            for payload in payloads:
+            for index, payload in enumerate(payloads):
                 length = len(payload)
                 need = ring.room_needed(w, cap, length)
                 used = ring.used_bytes(w, hq[Q_READ])
@@ -590,19 +760,34 @@ class Channel:
                                          "overwritten by something else than shmipc")
                 if cap - used < need:
                     self._wait_for_space(w, need, deadline, timeout, committed)
-                w = ring.write_frame(data, dq, cap, w, payload, length)
+                w = ring.write_frame(data, dq, cap, w, payload, length, tag)
                 hq[Q_WRITE] = w  # the commit: the frame is visible from here on
-                hq[Q_SENT] = (hq[Q_SENT] + 1) & U64_MASK
-                committed += 1
+                count = 1 if counts is None else counts[index]
+                hq[Q_SENT] = (hq[Q_SENT] + count) & U64_MASK
+                committed += count
         finally:
-            self._plock.release()
-            items = self._items
-            for _ in range(committed):
-                items.release()
+            self._plock.release()  # a full barrier before the load of receivers_waiting
+            if committed and hi[I_RECEIVERS_WAITING]:
+                self._wake_receivers()
+
+    def _wake_receivers(self) -> None:
+        # Post one wake-up unless every registered sleeper already has one waiting: a count
+        # left too high by a consumer killed while asleep costs spurious wake-ups, never an
+        # unbounded pile of tokens.
+        waiting = self._hi[I_RECEIVERS_WAITING]
+        if waiting and self._items.value < waiting:
+            self._items.release()
 
     def _wait_for_space(self, w: int, need: int, deadline: float | None,
                         timeout: float | None, committed: int) -> None:
         hq, hi, cap, space = self._hq, self._hi, self._capacity, self._space
+        if self._spin > 0:  # poll the read position first: a consumer is usually on its way
+            until = _perf_counter() + self._spin
+            while cap - ((w - hq[Q_READ]) & U64_MASK) < need:
+                if _perf_counter() > until:
+                    break
+            else:
+                return
         try:
             while True:
                 hi[I_SENDER_WAITING] = 1
@@ -630,6 +815,7 @@ class Channel:
                     pass
         finally:
             hi[I_SENDER_WAITING] = 0
+            self._rcache = hq[Q_READ]
 
     def close_send(self, timeout: float | None = None) -> None:
         """Close the channel for sending, for every process.
@@ -645,24 +831,31 @@ class Channel:
         try:
             self._hi[I_CLOSED] = 1
         finally:
-            self._plock.release()
-        self._items.release()  # wakes one sleeping consumer; each passes the wake-up on
+            self._plock.release()  # a full barrier before the load of receivers_waiting
+        # Wake every registered sleeper; each re-checks and sees the end.
+        for _ in range(min(self._hi[I_RECEIVERS_WAITING], 1024)):
+            self._wake_receivers()
 
     # --- receiving -----------------------------------------------------------------------
 
     def recv_bytes(self, timeout: float | None = None) -> bytes:
         """Receive one message as bytes, waiting up to ``timeout`` seconds (None: forever).
 
+        A message sent with :meth:`send` or :meth:`send_many` comes as its msgpack bytes.
+
         Raises:
             Empty: no message before the timeout.
             EndOfChannel: the channel was closed for sending and is drained.
             CorruptChannel: a frame failed validation.
         """
-        return self._read(1, _deadline(timeout))[0]
+        payload = self._take_one(timeout)
+        if payload is None:
+            return self._take_waiting(timeout, True)  # type: ignore[no-any-return]
+        return payload
 
     def recv_bytes_nowait(self) -> bytes:
         """Receive one message as bytes if one is waiting; else raise :class:`Empty`."""
-        return self._read(1, _deadline(0))[0]
+        return self.recv_bytes(0)
 
     def recv(self, timeout: float | None = None) -> Any:
         """Receive one object (decoded with msgpack); see :meth:`recv_bytes`.
@@ -670,24 +863,91 @@ class Channel:
         Raises:
             DecodeError: the message is not valid msgpack; its bytes are in ``.payload``.
         """
-        return self._codec.decode(self._read(1, _deadline(timeout))[0])
+        payload = self._take_one(timeout)
+        if payload is None:
+            return self._take_waiting(timeout, False)
+        return self._decode(payload)
 
     def recv_nowait(self) -> Any:
         """Receive one object if one is waiting; else raise :class:`Empty`."""
-        return self._codec.decode(self._read(1, _deadline(0))[0])
+        return self.recv(0)
+
+    def _take_waiting(self, timeout: float | None, as_bytes: bool) -> Any:
+        # The fast path took nothing. If the ring is empty, poll the write position (no lock,
+        # no system call) for up to `spin` seconds and retry the fast path; then the general
+        # path, which waits on the semaphore (without polling a second time).
+        spun = False
+        if self._spin > 0 and timeout != 0:
+            hq, hi = self._hq, self._hi
+            r = hq[Q_READ]
+            until = _perf_counter() + self._spin
+            while hq[Q_WRITE] == r and not hi[I_CLOSED]:
+                if _perf_counter() > until:
+                    spun = True
+                    break
+                for _ in _POLL_PAUSE:  # poll gently: each load pulls the producer's cache line
+                    pass
+            else:
+                payload = self._take_one(timeout)
+                if payload is not None:
+                    return payload if as_bytes else self._decode(payload)
+        return self._receive(1, _deadline(timeout), as_bytes, spun)[0]
+
+    def _take_one(self, timeout: float | None) -> bytes | None:
+        # The single-message fast path: take the next plain message frame if one is there now
+        # and the consumer lock is free; None sends the caller to the general path (waiting,
+        # contention, padding, batch frames, errors), which re-checks everything.
+        if self._busy:
+            self._check_receivable()
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None (got {timeout})")
+        csem = self._csem
+        try:
+            csem.acquire(0)
+        except posix_ipc.BusyError:
+            return None
+        hq = self._hq
+        try:
+            hq[Q_CONSUMER_HOLDER] = _next(_sync_module.holder_values)
+        except StopIteration:
+            hq[Q_CONSUMER_HOLDER] = _next_holder_value()
+        payload = None
+        try:
+            r = hq[Q_READ]
+            w = self._wcache
+            cap = self._capacity
+            if w == r or ((w - r) & U64_MASK) > cap:  # empty by the cached position, or stale
+                w = self._wcache = hq[Q_WRITE]
+            if w != r:
+                offset = r & (cap - 1)
+                header = self._dq[offset >> 3]
+                length = header & 0xFFFFFFFF
+                size = 8 + ((length + 7) & -8)
+                if (header >> 32 == ring.TAG_MESSAGE and size <= ((w - r) & U64_MASK) <= cap
+                        and offset + size <= cap):
+                    payload = bytes(self._data[offset + 8:offset + 8 + length])
+                    hq[Q_READ] = (r + size) & U64_MASK  # the commit: the bytes may be reused
+                    hq[Q_RECEIVED] = (hq[Q_RECEIVED] + 1) & U64_MASK
+        finally:
+            hq[Q_CONSUMER_HOLDER] |= _RELEASED
+            csem.release()  # a full barrier: the commit is visible before the load below
+        if payload is not None and self._hi[I_SENDER_WAITING]:
+            self._wake_sender()
+        return payload
 
     def recv_many(self, max_count: int, timeout: float | None = None) -> list[Any]:
         """Receive up to ``max_count`` objects under one lock acquisition.
 
         Waits (up to ``timeout``) for the first; returns those waiting then, in order, at least
-        one. Raises :class:`Empty` on timeout and :class:`EndOfChannel` when drained.
+        one. A batch frame (from :meth:`send_many`) is decoded in one call; if it holds more
+        than ``max_count`` objects the rest stay for the next receive, by this or another
+        consumer. Raises :class:`Empty` on timeout and :class:`EndOfChannel` when drained.
         """
-        decode = self._codec.decode
-        return [decode(payload) for payload in self._read(max_count, _deadline(timeout))]
+        return self._receive(max_count, _deadline(timeout), False)
 
     def recv_many_bytes(self, max_count: int, timeout: float | None = None) -> list[bytes]:
         """Receive up to ``max_count`` raw messages under one lock (see :meth:`recv_many`)."""
-        return self._read(max_count, _deadline(timeout))
+        return self._receive(max_count, _deadline(timeout), True)
 
     def __iter__(self) -> Iterator[Any]:
         """Yield received objects until the channel is closed for sending and drained."""
@@ -697,70 +957,257 @@ class Channel:
             except EndOfChannel:
                 return
 
-    def _read(self, max_count: int, deadline: float | None) -> list[bytes]:
+    @contextlib.contextmanager
+    def recv_view(self, timeout: float | None = None) -> Iterator[memoryview]:
+        """Receive one message without copying it: a read-only view of its bytes in the ring.
+
+        ::
+
+            with ch.recv_view() as view:
+                total += checksum(view)   # the bytes stay in place, nobody can overwrite them
+
+        The view is released when the block ends and the message's space goes back to the
+        producers then; using the view afterwards raises ``ValueError``. While the block runs
+        this handle holds the consumer lock: other consumers wait, and producers may fill the
+        rest of the ring but never the message's bytes. If this process dies inside the block,
+        another consumer takes the lock over (see :class:`~shmipc.sync.RobustLock`) and
+        receives the same message, so nothing is lost. A message of a batch frame comes as its
+        msgpack bytes.
+
+        Hazards: keep the block short (it blocks every other consumer); do not receive on the
+        same handle inside it (that raises ``RuntimeError``); a copy made inside the block
+        (``bytes(view)``) is yours to keep, but slices and other views derived from ``view``
+        must not outlive the block: they would see the ring's memory, which is reused. If an
+        exporter such as a numpy array still holds the view at the end of the block,
+        ``BufferError`` is raised and the message and the lock stay held until the next
+        receive or :meth:`close` on this handle finds the view released.
+
+        Raises:
+            Empty, EndOfChannel, CorruptChannel: as for :meth:`recv_bytes`.
+        """
+        if self._busy:
+            self._check_receivable()
+        r, w = self._lock_nonempty(_deadline(timeout))
+        cap, dq = self._capacity, self._dq
+        try:
+            start, length, next_r, tag = ring.read_frame_tagged(dq, cap, r, w)
+            cursor = None
+            if tag == ring.TAG_BATCH:
+                payload_at = (next_r - ring.frame_size(length) + ring.FRAME_HEADER) & U64_MASK
+                first, end, done = self._batch_bounds(start, length, payload_at, 1)
+                if not done:
+                    cursor = (payload_at + end[-1]) & U64_MASK
+                start, length = start + first, end[-1] - first
+            region = self._data[start:start + length]
+            view = region.toreadonly()
+        except BaseException:
+            self._clock.release()
+            raise
+        self._view_out = [view, region, next_r, cursor, True]  # True: inside the block
+        self._busy = True
+        try:
+            yield view
+        finally:
+            self._view_out[4] = False
+            self._finish_view()
+
+    def _finish_view(self) -> None:
+        view, region, next_r, cursor, _ = self._view_out
+        view.release()  # BufferError if an exporter still holds it: keep everything held
+        region.release()
+        hq = self._hq
+        if cursor is None:
+            hq[Q_READ] = next_r  # the commit: the message's bytes may be reused from here
+        else:
+            hq[Q_BATCH_CURSOR] = cursor
+        hq[Q_RECEIVED] = (hq[Q_RECEIVED] + 1) & U64_MASK
+        self._view_out = None
+        self._busy = self._closed
+        self._clock.release()
+        if self._hi[I_SENDER_WAITING]:
+            self._wake_sender()
+
+    def _check_receivable(self) -> None:
         if self._closed:
             raise ChannelClosed("this channel handle is closed; open the channel again")
-        if max_count < 1:
-            raise ValueError(f"max_count must be at least 1 (got {max_count})")
-        hq, hi, cap = self._hq, self._hi, self._capacity
-        items = self._items
-        while True:
-            token = self._wait_for_item(deadline)
-            if not self._clock.acquire(_lock_deadline(deadline)):
-                if token:
-                    items.release()
-                raise Empty("timed out waiting for the consumer lock")
-            out: list[bytes] = []
-            ended = False
+        if self._view_out is not None:
             try:
+                if self._view_out[4]:
+                    raise BufferError("inside the recv_view block")
+                self._finish_view()
+            except BufferError:
+                raise RuntimeError(
+                    "a view from recv_view() on this handle is still held (inside its block, "
+                    "or by an exporter such as a numpy array): receiving now would deadlock"
+                ) from None
+
+    def _wake_sender(self) -> None:
+        self._hi[I_SENDER_WAITING] = 0
+        self._space.release()
+
+    def _lock_nonempty(self, deadline: float | None, spun: bool = False) -> tuple[int, int]:
+        """Take the consumer lock with a message below the write position; return (r, w).
+
+        Spins for :attr:`spin` seconds on the write position, then registers in
+        ``receivers_waiting`` and sleeps on ``items``. The registration is a Dekker pair with
+        the producer: the consumer stores the count, posts its lock (a full barrier), and
+        re-checks the write position before it sleeps; the producer stores the write position,
+        posts its lock, then loads the count. One of the two always sees the other.
+        """
+        hq, hi, clock, items = self._hq, self._hi, self._clock, self._items
+        registered = False
+        spun = spun or self._spin <= 0
+        try:
+            while True:
+                if not clock.acquire(_lock_deadline(deadline)):
+                    raise Empty("timed out waiting for the consumer lock")
                 r = hq[Q_READ]
                 w = hq[Q_WRITE]
-                if w == r and hi[I_CLOSED]:
-                    w = hq[Q_WRITE]  # re-read after the flag: a commit before it is visible
-                    ended = w == r
-                data, dq = self._data, self._dq
-                while r != w and len(out) < max_count:
-                    start, length, r = ring.read_frame(dq, cap, r, w)
-                    out.append(bytes(data[start:start + length]))
-                if out:
-                    hq[Q_READ] = r  # the commit: the bytes may be reused from here on
-                    hq[Q_RECEIVED] = (hq[Q_RECEIVED] + len(out)) & U64_MASK
-            finally:
-                self._clock.release()
-            if out:
-                if hi[I_SENDER_WAITING]:
-                    hi[I_SENDER_WAITING] = 0
-                    self._space.release()
-                for _ in range(len(out) - token):  # tokens of the extra messages taken
-                    try:
-                        items.acquire(0)
-                    except posix_ipc.BusyError:
-                        break
-                return out
-            if ended:
-                if token:
-                    items.release()  # pass the wake-up on to the next consumer
-                raise EndOfChannel("the channel was closed for sending and is drained")
-            if not token and deadline is not None and time.monotonic() >= deadline:
-                raise Empty("no message arrived before the timeout")
+                if r != w:
+                    if registered:
+                        registered = False
+                        hi[I_RECEIVERS_WAITING] = max(hi[I_RECEIVERS_WAITING] - 1, 0)
+                    return r, w  # the lock stays held
+                ended = bool(hi[I_CLOSED]) and hq[Q_WRITE] == r
+                if ended or (deadline is not None and time.monotonic() >= deadline):
+                    if registered:
+                        registered = False
+                        hi[I_RECEIVERS_WAITING] = max(hi[I_RECEIVERS_WAITING] - 1, 0)
+                    clock.release()
+                    if ended:
+                        self._wake_receivers()  # pass the news on to the next sleeper
+                        raise EndOfChannel("the channel was closed for sending and is drained")
+                    raise Empty("no message arrived before the timeout")
+                if spun and not registered:
+                    hi[I_RECEIVERS_WAITING] += 1
+                    registered = True
+                clock.release()  # a full barrier: the registration is visible from here on
+                if not spun:
+                    spun = True
+                    until = _perf_counter() + self._spin
+                    while hq[Q_WRITE] == r and not hi[I_CLOSED]:
+                        if _perf_counter() > until:
+                            break
+                        for _ in _POLL_PAUSE:
+                            pass
+                    continue
+                if hq[Q_WRITE] != r or hi[I_CLOSED]:
+                    continue
+                wait = sync.LIVENESS_INTERVAL
+                if deadline is not None:
+                    wait = min(wait, max(deadline - time.monotonic(), 0.0))
+                try:
+                    items.acquire(wait)
+                except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
+                    pass
+        except BaseException:
+            if registered and clock.acquire(time.monotonic() + 1.0):
+                hi[I_RECEIVERS_WAITING] = max(hi[I_RECEIVERS_WAITING] - 1, 0)
+                clock.release()
+            raise
 
-    def _wait_for_item(self, deadline: float | None) -> bool:
-        items = self._items
+    def _receive(self, max_count: int, deadline: float | None, as_bytes: bool,
+                 spun: bool = False) -> list[Any]:
+        if self._busy:
+            self._check_receivable()
+        if max_count < 1:
+            raise ValueError(f"max_count must be at least 1 (got {max_count})")
+        r, w = self._lock_nonempty(deadline, spun)
+        hq = self._hq
         try:
-            items.acquire(0)
-            return True
-        except posix_ipc.BusyError:
-            pass
-        wait = sync.LIVENESS_INTERVAL
-        if deadline is not None:
-            wait = min(wait, deadline - time.monotonic())
-            if wait <= 0:
-                return False
+            out, r, count = self._take(r, w, max_count, as_bytes)
+            hq[Q_READ] = r  # the commit: the bytes may be reused from here on
+            hq[Q_RECEIVED] = (hq[Q_RECEIVED] + count) & U64_MASK
+        finally:
+            self._clock.release()
+        hi = self._hi
+        if hi[I_SENDER_WAITING]:
+            self._wake_sender()
+        if r != w and hi[I_RECEIVERS_WAITING]:
+            self._wake_receivers()  # more is waiting: pass the wake-up on
+        if as_bytes:
+            return out
+        decode = self._decode
+        objects: list[Any] = []
+        for item in out:
+            if type(item) is bytes:
+                objects.append(decode(item))
+            else:
+                batch = decode(item.data)
+                if type(batch) is not list:
+                    raise CorruptChannel("a batch frame does not hold a msgpack array")
+                objects.extend(batch)
+        return objects
+
+    def _take(self, r: int, w: int, max_count: int,
+              as_bytes: bool) -> tuple[list[Any], int, int]:
+        # Under the consumer lock: copy out up to max_count messages below w. Returns the
+        # payloads (bytes, or _Batch arrays still to decode), the new read position, and the
+        # number of messages. A batch taken in part leaves the read position on it and moves
+        # the batch cursor instead.
+        cap, data, dq = self._capacity, self._data, self._dq
+        out: list[Any] = []
+        count = 0
+        while r != w and count < max_count:
+            start, length, next_r, tag = ring.read_frame_tagged(dq, cap, r, w)
+            if tag == ring.TAG_MESSAGE:
+                out.append(bytes(data[start:start + length]))
+                count += 1
+                r = next_r
+                continue
+            payload_at = (next_r - ring.frame_size(length) + ring.FRAME_HEADER) & U64_MASK
+            cursor = (self._hq[Q_BATCH_CURSOR] - payload_at) & U64_MASK
+            if not as_bytes and not 0 < cursor < length:
+                total, _ = _array_header(data, start, length)
+                if total <= max_count - count:  # the whole batch: one copy, one decode
+                    out.append(_Batch(bytes(data[start:start + length])))
+                    count += total
+                    r = next_r
+                    continue
+            first, ends, done = self._batch_bounds(start, length, payload_at, max_count - count)
+            if as_bytes:
+                previous = first
+                for end in ends:
+                    out.append(bytes(data[start + previous:start + end]))
+                    previous = end
+            elif ends:
+                out.append(_Batch(_array_prefix(len(ends))
+                                  + bytes(data[start + first:start + ends[-1]])))
+            count += len(ends)
+            if done:
+                r = next_r
+            else:
+                self._hq[Q_BATCH_CURSOR] = (payload_at + ends[-1]) & U64_MASK
+                break
+        return out, r, count
+
+    def _batch_bounds(self, start: int, length: int, payload_at: int,
+                      limit: int) -> tuple[int, list[int], bool]:
+        """Where the next ``limit`` elements of the batch frame at ``start`` lie.
+
+        Returns (offset of the first untaken element, end offsets of up to ``limit`` elements,
+        whether they finish the batch); offsets are relative to the payload start.
+        """
+        data = self._data
+        cursor = (self._hq[Q_BATCH_CURSOR] - payload_at) & U64_MASK
+        if 0 < cursor < length:
+            first = cursor
+        else:
+            _, first = _array_header(data, start, length)
+        unpacker = msgpack.Unpacker(max_buffer_size=max(length, 1))
+        unpacker.feed(data[start + first:start + length])
+        ends: list[int] = []
+        position = first
         try:
-            items.acquire(wait)
-        except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
-            return False
-        return True
+            while len(ends) < limit and position < length:
+                unpacker.skip()
+                position = first + unpacker.tell()
+                ends.append(position)
+        except (msgpack.OutOfData, ValueError) as exc:
+            raise CorruptChannel(f"a batch frame holds a malformed element ({exc})") from None
+        if not ends:
+            raise CorruptChannel("a batch frame holds no message")
+        return first, ends, position >= length
 
     # --- state -----------------------------------------------------------------------------
 

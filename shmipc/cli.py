@@ -85,7 +85,8 @@ JSON forms of values JSON lacks (recv writes them, send reads them back):
   {"$map": [[KEY, VALUE], ...]}     a map with keys that are not all strings
 A JSON object with exactly one of these keys (and "data" for $ext) is read as that value."""
 
-ROLE_NAMES = {"p": "producer lock", "c": "consumer lock", "i": "items", "s": "space"}
+ROLE_NAMES = {"p": "producer lock", "c": "consumer lock", "i": "items (wake-ups)",
+              "s": "space (wake-ups)"}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SEM_PATH = "/dev/shm/sem."

@@ -30,9 +30,14 @@ message and is validated each time it is read.
        448    8  read_position     bytes ever consumed by consumers (monotonic, mod 2**64)
        456    8  received_total    messages ever consumed
        464    8  consumer_holder   lock holder token, as producer_holder
-       472    8  batch_cursor      reserved for batch frames (0)
+       472    8  batch_cursor      position of the next unread message inside the batch frame
+                                   at read_position (see ring.py); stale (outside that frame's
+                                   payload) means "start of the batch"
        512    4  closed            1 once close_send() was called
        516    4  sender_waiting    1 while a producer sleeps on the space semaphore
+       520    4  receivers_waiting consumers registered as sleeping on the items semaphore
+                                   (changed only under the consumer lock; producers post items
+                                   only while it is non-zero)
        576    8  recoveries        dead lock holders recovered (for inspect)
       4096       data area         ``capacity`` bytes of frames (see ring.py)
 
@@ -83,6 +88,7 @@ CONSUMER_HOLDER = 464
 BATCH_CURSOR = 472
 CLOSED = 512
 SENDER_WAITING = 516
+RECEIVERS_WAITING = 520
 RECOVERIES = 576
 
 # Indexes of the 8-byte live fields in the header viewed as an array of uint64 ('Q').
@@ -92,10 +98,12 @@ Q_PRODUCER_HOLDER = PRODUCER_HOLDER // 8
 Q_READ = READ_POSITION // 8
 Q_RECEIVED = RECEIVED_TOTAL // 8
 Q_CONSUMER_HOLDER = CONSUMER_HOLDER // 8
+Q_BATCH_CURSOR = BATCH_CURSOR // 8
 Q_RECOVERIES = RECOVERIES // 8
 # Indexes of the 4-byte flags in the header viewed as an array of uint32 ('I').
 I_CLOSED = CLOSED // 4
 I_SENDER_WAITING = SENDER_WAITING // 4
+I_RECEIVERS_WAITING = RECEIVERS_WAITING // 4
 
 U64_MASK = (1 << 64) - 1
 

@@ -135,7 +135,7 @@ def _wait_token(sem: posix_ipc.Semaphore, deadline: float | None) -> bool:
             return False
     try:
         sem.acquire(wait)
-    except posix_ipc.BusyError:
+    except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
         return False
     return True
 
@@ -159,7 +159,7 @@ class RecordChannel(Channel):
     """
 
     __slots__ = ("record", "slots", "_smask", "_rsize", "_struct", "_rq", "_ri", "_rdata",
-                 "_rsems", "_rplock", "_rclock", "_getter", "_text", "_prepare", "_decode",
+                 "_rsems", "_rplock", "_rclock", "_getter", "_text", "_prepare", "_decode_record",
                  "_type", "_nfields", "_text_sizes", "_ssem", "_isem", "_psem", "_csem")
 
     _expected_kind = ChannelKind.RECORDS
@@ -202,7 +202,7 @@ class RecordChannel(Channel):
                         else (lambda v, _g=attrgetter(record.fields[0]): (_g(v),)))
         self._text = record._text
         self._prepare = record._prepare
-        self._decode = record._decode
+        self._decode_record = record._decode
         self._type = record.type
         self._nfields = len(record.fields)
         self._text_sizes = tuple((i, f.size) for i, f in record._text)
@@ -376,7 +376,7 @@ class RecordChannel(Channel):
                 break
         if timeout is None and not self._closed:
             # The fast path: a free slot and a free lock right now; anything else goes the
-            # general way. Same protocol as _put, inlined.
+            # general way. Same protocol as _put_values, inlined.
             space = self._ssem
             try:
                 space.acquire(0)
@@ -408,12 +408,12 @@ class RecordChannel(Channel):
                     if committed:
                         self._isem.release()
                         return
-                    space.release()  # closed or full: _put decides, with the token back
-        self._put(values, _deadline(timeout), timeout)
+                    space.release()  # closed or full: _put_values decides, with the token back
+        self._put_values(values, _deadline(timeout), timeout)
 
     def send_record_nowait(self, value: Any) -> None:
         """Send one record if a slot is free now; else raise :class:`Full`."""
-        self._put(self._prepare(self._values(value)), _deadline(0), 0)
+        self._put_values(self._prepare(self._values(value)), _deadline(0), 0)
 
     def send_values(self, *values: Any, timeout: float | None = None) -> None:
         """Send one record given as its field values in order: ``send_values(b"b", 20)``."""
@@ -432,12 +432,12 @@ class RecordChannel(Channel):
         deadline = _deadline(timeout)
         for n, vals in enumerate(prepared):
             try:
-                self._put(vals, deadline, timeout)
+                self._put_values(vals, deadline, timeout)
             except Full as exc:
                 exc.sent = n  # type: ignore[attr-defined]
                 raise
 
-    def _put(self, values: Any, deadline: float | None, timeout: float | None) -> None:
+    def _put_values(self, values: Any, deadline: float | None, timeout: float | None) -> None:
         if self._closed:
             raise ChannelClosed("this channel handle is closed; open the channel again")
         space, hq = self._rsems["s"], self._rq
@@ -485,7 +485,7 @@ class RecordChannel(Channel):
         The fastest receive; :meth:`recv_record` decodes the tuple into a record value.
         """
         raw = self._take_now() if timeout is None else None
-        return raw if raw is not None else self._take(_deadline(timeout))
+        return raw if raw is not None else self._take_values(_deadline(timeout))
 
     def recv_record(self, timeout: float | None = None) -> Any:
         """Receive one record, waiting up to ``timeout`` seconds (None: forever).
@@ -495,10 +495,10 @@ class RecordChannel(Channel):
             EndOfChannel: the channel was closed for sending and is drained.
         """
         raw = self._take_now() if timeout is None else None
-        return self._decode(raw if raw is not None else self._take(_deadline(timeout)))
+        return self._decode_record(raw if raw is not None else self._take_values(_deadline(timeout)))
 
     def _take_now(self) -> tuple[Any, ...] | None:
-        # The fast path: a waiting record and a free lock right now (as _take, inlined);
+        # The fast path: a waiting record and a free lock right now (as _take_values, inlined);
         # None sends the caller the general way.
         if not self._closed:
             items = self._isem
@@ -531,12 +531,12 @@ class RecordChannel(Channel):
                     if raw is not None:
                         self._ssem.release()
                         return raw
-                    items.release()  # empty or ended: _take decides, with the token back
+                    items.release()  # empty or ended: _take_values decides, with the token back
         return None
 
     def recv_record_nowait(self) -> Any:
         """Receive one record if one is waiting; else raise :class:`Empty`."""
-        return self._decode(self._take(_deadline(0)))
+        return self._decode_record(self._take_values(_deadline(0)))
 
     recv = recv_record
     recv_nowait = recv_record_nowait
@@ -550,7 +550,7 @@ class RecordChannel(Channel):
         out = [self.recv_record(timeout)]
         while len(out) < max_count:
             try:
-                out.append(self._decode(self._take(time.monotonic(), grace=False)))
+                out.append(self._decode_record(self._take_values(time.monotonic(), grace=False)))
             except (Empty, EndOfChannel):
                 break
         return out
@@ -563,7 +563,7 @@ class RecordChannel(Channel):
             except EndOfChannel:
                 return
 
-    def _take(self, deadline: float | None, grace: bool = True) -> tuple[Any, ...]:
+    def _take_values(self, deadline: float | None, grace: bool = True) -> tuple[Any, ...]:
         if self._closed:
             raise ChannelClosed("this channel handle is closed; open the channel again")
         items, hq, hi = self._rsems["i"], self._rq, self._ri

@@ -6,6 +6,20 @@ next frame starts 8-byte aligned. The header, read as one little-endian uint64, 
 area are fewer than the frame needs, a padding frame (tag ``TAG_PADDING``, its length the bytes
 it skips after its own header) fills them and the frame starts at offset 0.
 
+Tags: ``TAG_MESSAGE`` (1) is one message; ``TAG_PADDING`` (2) skips to the end of the data area;
+``TAG_BATCH`` (3) is several messages in one frame, written by ``send_many``: its payload is one
+msgpack array whose elements are the messages, in order. The array's elements lie back to back
+after the array header, so any suffix of them is a plain msgpack stream. Several consumers may
+take parts of one batch: the header's ``batch_cursor`` holds the absolute position (same counter
+as the positions) of the first element not yet taken from the batch frame at the read position.
+A cursor is valid only when it lies strictly inside that frame's payload; any other value (0,
+or a cursor left by an earlier batch) means "nothing taken yet". So the two commits stay single
+8-byte stores: a consumer that takes part of a batch stores the cursor; one that takes its rest
+stores the read position past the frame, which leaves the old cursor stale without touching it.
+A consumer killed between them leaves a cursor or a position, each consistent on its own.
+Readers bound-check everything: the cursor must point inside the payload, and elements are
+decoded only from the bytes of that payload.
+
 Positions are monotonic byte counters modulo 2**64; the offset in the ring is
 ``position & (capacity - 1)`` (capacity is a power of two, so wrapping at 2**64 keeps offsets
 continuous). ``write_position - read_position`` is the number of bytes in use.
@@ -41,12 +55,14 @@ from .errors import CorruptChannel
 
 __all__ = [
     "FRAME_HEADER",
+    "TAG_BATCH",
     "TAG_MESSAGE",
     "TAG_PADDING",
     "frame_size",
     "full_fence",
     "max_message_size",
     "read_frame",
+    "read_frame_tagged",
     "room_needed",
     "used_bytes",
     "write_frame",
@@ -55,6 +71,7 @@ __all__ = [
 FRAME_HEADER = 8
 TAG_MESSAGE = 1
 TAG_PADDING = 2
+TAG_BATCH = 3
 U64_MASK = (1 << 64) - 1
 _LENGTH_MASK = 0xFFFFFFFF
 
@@ -94,7 +111,8 @@ def room_needed(write_position: int, capacity: int, length: int) -> int:
 
 
 def write_frame(data: memoryview, words: memoryview, capacity: int, write_position: int,
-                payload: bytes | bytearray | memoryview, length: int) -> int:
+                payload: bytes | bytearray | memoryview, length: int,
+                tag: int = TAG_MESSAGE) -> int:
     """Write one frame at ``write_position`` and return the position after it.
 
     The caller has checked that :func:`room_needed` bytes are free, and stores the returned
@@ -102,6 +120,7 @@ def write_frame(data: memoryview, words: memoryview, capacity: int, write_positi
 
     Args:
         data: the data area as bytes; ``words`` the same memory cast to uint64 ('Q').
+        tag: ``TAG_MESSAGE`` or ``TAG_BATCH``.
     """
     offset = write_position & (capacity - 1)
     size = frame_size(length)
@@ -111,7 +130,7 @@ def write_frame(data: memoryview, words: memoryview, capacity: int, write_positi
         write_position += tail
         offset = 0
     data[offset + FRAME_HEADER:offset + FRAME_HEADER + length] = payload
-    words[offset >> 3] = length | (TAG_MESSAGE << 32)
+    words[offset >> 3] = length | (tag << 32)
     return (write_position + size) & U64_MASK
 
 
@@ -119,7 +138,19 @@ def read_frame(words: memoryview, capacity: int, read_position: int,
                write_position: int) -> tuple[int, int, int]:
     """Locate the frame at ``read_position``; return ``(start, length, next_read_position)``.
 
-    ``start`` is the payload's byte offset in the data area. Everything read from shared memory
+    As :func:`read_frame_tagged`, without the tag (a batch frame counts as one frame).
+    """
+    start, length, next_position, _ = read_frame_tagged(words, capacity, read_position,
+                                                         write_position)
+    return start, length, next_position
+
+
+def read_frame_tagged(words: memoryview, capacity: int, read_position: int,
+                      write_position: int) -> tuple[int, int, int, int]:
+    """Locate the frame at ``read_position``; return ``(start, length, next_position, tag)``.
+
+    ``start`` is the payload's byte offset in the data area; ``tag`` is ``TAG_MESSAGE`` or
+    ``TAG_BATCH`` (padding is skipped). Everything read from shared memory
     is checked before use: a frame that claims more bytes than were committed, an unknown tag,
     or padding that does not end at the end of the ring raises :class:`CorruptChannel`.
     The caller has checked that the ring is not empty.
@@ -144,9 +175,9 @@ def read_frame(words: memoryview, capacity: int, read_position: int,
         tag = header >> 32
     length = header & _LENGTH_MASK
     size = FRAME_HEADER + ((length + 7) & ~7)
-    if tag != TAG_MESSAGE or size > available or offset + size > capacity:
+    if (tag != TAG_MESSAGE and tag != TAG_BATCH) or size > available or offset + size > capacity:
         raise CorruptChannel(
             f"a frame at offset {offset} is malformed (tag {tag}, length {length}, "
             f"{available} bytes committed)"
         )
-    return offset + FRAME_HEADER, length, (read_position + size) & U64_MASK
+    return offset + FRAME_HEADER, length, (read_position + size) & U64_MASK, tag

@@ -13,10 +13,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
+# The suite runs with spinning off: a blocked receive or send sleeps on its semaphore at once, so
+# every wake-up path is exercised and nothing passes only because a waiter happened to poll.
+# (Set before shmipc is imported; child interpreters inherit it. Tests of spinning set it.)
+os.environ.setdefault("SHMIPC_SPIN", "0")
 
-import shmipc
-from shmipc import sync
+import pytest  # noqa: E402
+
+import shmipc  # noqa: E402
+from shmipc import sync  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
