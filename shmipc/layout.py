@@ -26,7 +26,7 @@ message and is validated each time it is read.
                                    live part: each line written by one side only
        384    8  write_position    bytes ever committed by producers (monotonic, mod 2**64)
        392    8  sent_total        messages ever committed
-       400    8  producer_holder   lock holder token: pid | start_time << 22; 0 when free
+       400    8  producer_holder   holder slot (pid, released bit, counter, start time; sync.py)
        448    8  read_position     bytes ever consumed by consumers (monotonic, mod 2**64)
        456    8  received_total    messages ever consumed
        464    8  consumer_holder   lock holder token, as producer_holder

@@ -33,6 +33,7 @@ def test_offsets_are_pinned():
     assert (layout.READ_POSITION, layout.RECEIVED_TOTAL, layout.CONSUMER_HOLDER) == (448, 456, 464)
     assert layout.BATCH_CURSOR == 472
     assert (layout.CLOSED, layout.SENDER_WAITING, layout.RECOVERIES) == (512, 516, 576)
+    assert layout.RECEIVERS_WAITING == 520
     # Each side's position on its own 64-byte cache line.
     assert layout.WRITE_POSITION // 64 != layout.READ_POSITION // 64
     assert layout.WRITE_POSITION % 64 == 0 and layout.READ_POSITION % 64 == 0
