@@ -809,10 +809,7 @@ class Channel:
                         )
                         error.sent = committed  # type: ignore[attr-defined]
                         raise error
-                try:
-                    space.acquire(wait)
-                except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
-                    pass
+                sync.timed_wait(space, wait)
         finally:
             hi[I_SENDER_WAITING] = 0
             self._rcache = hq[Q_READ]
@@ -1096,10 +1093,7 @@ class Channel:
                 wait = sync.LIVENESS_INTERVAL
                 if deadline is not None:
                     wait = min(wait, max(deadline - time.monotonic(), 0.0))
-                try:
-                    items.acquire(wait)
-                except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
-                    pass
+                sync.timed_wait(items, wait)
         except BaseException:
             if registered and clock.acquire(time.monotonic() + 1.0):
                 hi[I_RECEIVERS_WAITING] = max(hi[I_RECEIVERS_WAITING] - 1, 0)

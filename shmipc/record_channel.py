@@ -133,11 +133,7 @@ def _wait_token(sem: posix_ipc.Semaphore, deadline: float | None) -> bool:
         wait = min(wait, deadline - time.monotonic())
         if wait <= 0:
             return False
-    try:
-        sem.acquire(wait)
-    except sync.WAKE_UPS:  # a timeout, or a signal whose handler returned
-        return False
-    return True
+    return sync.timed_wait(sem, wait)
 
 
 class RecordChannel(Channel):
@@ -495,7 +491,9 @@ class RecordChannel(Channel):
             EndOfChannel: the channel was closed for sending and is drained.
         """
         raw = self._take_now() if timeout is None else None
-        return self._decode_record(raw if raw is not None else self._take_values(_deadline(timeout)))
+        if raw is None:
+            raw = self._take_values(_deadline(timeout))
+        return self._decode_record(raw)
 
     def _take_now(self) -> tuple[Any, ...] | None:
         # The fast path: a waiting record and a free lock right now (as _take_values, inlined);

@@ -34,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import signal
 import stat
 import threading
 import time
@@ -47,12 +48,12 @@ from .errors import CorruptChannel
 __all__ = [
     "LIVENESS_INTERVAL",
     "ROLES",
-    "WAKE_UPS",
     "RobustLock",
     "current_token",
     "list_semaphores",
     "process_start_time",
     "semaphore_name",
+    "timed_wait",
     "next_holder_value",
     "token_alive",
     "token_pid",
@@ -62,10 +63,35 @@ __all__ = [
 LIVENESS_INTERVAL = 0.25
 """Seconds a waiter sleeps on a semaphore before it re-checks positions and lock holders."""
 
-WAKE_UPS = (posix_ipc.BusyError, posix_ipc.SignalError)
-"""What a timed semaphore wait raises when it returns without the token: the timeout, or a
-signal whose Python handler ran and returned (a handler that raises, such as SIGINT's, raises
-its own exception instead). Either way the waiter re-checks and waits on, as PEP 475 asks."""
+_BLOCKABLE = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
+
+
+def timed_wait(sem: posix_ipc.Semaphore, seconds: float) -> bool:
+    """Take one token of ``sem``, sleeping at most ``seconds``; False if none came.
+
+    Signals follow PEP 475: a handler that returns does not end the wait, and one that raises
+    (SIGINT's KeyboardInterrupt, a SIGTERM handler's SystemExit, a SIGALRM timeout) ends it with
+    its own exception. posix_ipc cannot do that: it runs the handler inside the wait and then
+    replaces whatever the handler raised with its own SignalError. So signals are blocked for
+    the sleep (at most one liveness interval, as every wait is sliced) and delivered when it
+    ends, where Python runs the handler and lets its exception propagate. A token taken just
+    before such an exception is lost with it; positions are the truth, so a lost wake-up only
+    delays a waiter by one interval, and a lost lock is taken over as a dead holder's would be.
+    """
+    if seconds <= 0:
+        try:
+            sem.acquire(0)
+        except posix_ipc.BusyError:
+            return False
+        return True
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKABLE)
+    try:
+        sem.acquire(min(seconds, LIVENESS_INTERVAL))
+    except posix_ipc.BusyError:
+        return False
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return True
 
 ROLES = ("p", "c", "i", "s")
 INITIAL_VALUES = {"p": 1, "c": 1, "i": 0, "s": 0}
@@ -330,11 +356,7 @@ class RobustLock:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     return False
-            try:
-                self.sem.acquire(wait)
-            except WAKE_UPS:
-                pass
-            else:
+            if timed_wait(self.sem, wait):
                 self.slots[self.holder] = next_holder_value()
                 return True
             value = self.slots[self.holder]

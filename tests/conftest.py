@@ -49,6 +49,28 @@ def no_leaked_names() -> Iterator[None]:
     assert not leaked, f"tests leaked names in /dev/shm: {sorted(leaked)}"
 
 
+TEST_TIMEOUT = 300
+"""Seconds any one test may take before it fails (faulthandler_timeout only dumps stacks)."""
+
+
+@pytest.fixture(autouse=True)
+def watchdog() -> Iterator[None]:
+    """Fail a hung test (a parent iterating a channel whose child died, say) instead of letting
+    it eat the CI budget. The alarm's exception ends a blocked semaphore wait
+    (``sync.timed_wait``); forked children do not inherit the alarm."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError(f"the test ran longer than {TEST_TIMEOUT} s: it hangs")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture
 def channel_path(tmp_path: Path) -> Iterator[Path]:
     """A unique path for a channel file; its file and semaphores are removed after the test."""

@@ -119,3 +119,36 @@ def test_sigint_still_interrupts_a_waiting_recv(make_channel):
     finally:
         os.close(read)
         os.close(write)
+
+
+@pytest.mark.parametrize(("signum", "handler_raises"), [
+    (signal.SIGTERM, SystemExit), (signal.SIGALRM, TimeoutError), (signal.SIGUSR2, RuntimeError),
+])
+def test_regression_a_handler_that_raises_ends_the_wait_with_its_own_exception(
+        make_channel, signum, handler_raises):
+    # posix_ipc runs the handler inside its wait and replaces what it raised with SignalError;
+    # swallowing that as a wake-up made `signal(SIGTERM, lambda *a: sys.exit())` unable to stop
+    # a process blocked in recv().
+    ch = make_channel()
+    read, write = os.pipe()
+
+    def child() -> None:
+        def handler(*_: object) -> None:
+            raise handler_raises("from the handler")
+
+        signal.signal(signum, handler)
+        os.write(write, b"r")
+        with pytest.raises(handler_raises, match="from the handler"):
+            ch.recv(timeout=60)
+        ch.send("still usable")
+
+    pid = fork_run(child)
+    try:
+        assert os.read(read, 1) == b"r"
+        time.sleep(0.2)
+        os.kill(pid, signum)
+        assert join(pid, timeout=30) == 0
+        assert ch.recv(timeout=10) == "still usable"
+    finally:
+        os.close(read)
+        os.close(write)
