@@ -384,15 +384,21 @@ class Channel:
         Hazard: a process started with ``spawn`` or ``forkserver`` cannot inherit it; passing
         it to one raises :class:`WrongStartMethod`. Use a file channel there.
         """
-        cap = layout.capacity_for(capacity)
+        return cls._anonymous(layout.capacity_for(capacity), codec=codec)
+
+    @classmethod
+    def _anonymous(cls, cap: int, *, codec: Codec | None,
+                   kind: ChannelKind = ChannelKind.FRAMES, record_size: int = 0,
+                   schema: str = "") -> Any:
         mapping = map_anonymous(HEADER_SIZE + cap)
-        info = layout.initialize(mapping.buffer, cap)
+        info = layout.initialize(mapping.buffer, cap, kind=kind, record_size=record_size,
+                                 schema=schema)
         sems: dict[str, posix_ipc.Semaphore] = {}
         fd = os.memfd_create("shmipc-repair", os.MFD_CLOEXEC)  # a lockf target for repairs
         try:
             for role in sync.ROLES:
                 name = sync.semaphore_name(info.channel_id, role)
-                sems[role] = sync.create_semaphore(name, sync.INITIAL_VALUES[role], 0o600)
+                sems[role] = sync.create_semaphore(name, cls._initial_value(role, info), 0o600)
                 sync.unlink_semaphore(name)
         except BaseException:
             for sem in sems.values():

@@ -75,7 +75,7 @@ from .layout import (
     ChannelKind,
     HeaderInfo,
 )
-from .mapping import Mapping, map_anonymous
+from .mapping import Mapping
 from .records import Record, RecordError
 
 __all__ = ["DEFAULT_SLOTS", "RecordChannel", "slots_for"]
@@ -284,24 +284,9 @@ class RecordChannel(Channel):
         As :meth:`Channel.anonymous`: create it before forking; its semaphore names are removed
         at once; a process started by ``spawn``/``forkserver`` cannot use it.
         """
-        cap = cls._capacity_for(record, slots)
-        mapping = map_anonymous(HEADER_SIZE + cap)
-        info = layout.initialize(mapping.buffer, cap, kind=ChannelKind.RECORDS,
-                                 record_size=record.size, schema=record.schema)
-        sems: dict[str, posix_ipc.Semaphore] = {}
-        fd = os.memfd_create("shmipc-repair", os.MFD_CLOEXEC)
-        try:
-            for role in sync.ROLES:
-                name = sync.semaphore_name(info.channel_id, role)
-                sems[role] = sync.create_semaphore(name, cls._initial_value(role, info), 0o600)
-                sync.unlink_semaphore(name)
-        except BaseException:
-            for sem in sems.values():
-                sem.close()
-            mapping.close()
-            os.close(fd)
-            raise
-        ch = cls(mapping, info, sems, path=None, fd=fd)
+        ch: RecordChannel = cls._anonymous(
+            cls._capacity_for(record, slots), codec=None, kind=ChannelKind.RECORDS,
+            record_size=record.size, schema=record.schema)
         ch._use_record(record)
         return ch
 
