@@ -182,11 +182,10 @@ class RecordChannel(Channel):
         self._rdata = buf[HEADER_SIZE:HEADER_SIZE + self.slots * record.size]
         self._rsems = sems
         self._ssem, self._isem, self._psem, self._csem = sems["s"], sems["i"], sems["p"], sems["c"]
-        repair = sync.RepairLock(fd)
-        self._rplock = sync.RobustLock(sems["p"], self._rq, Q_PRODUCER_HOLDER, repair,
-                                       self._record_recovered)
-        self._rclock = sync.RobustLock(sems["c"], self._rq, Q_CONSUMER_HOLDER, repair,
-                                       self._record_recovered)
+        # The robust locks are Channel's: one repair lock per handle, and a recovery callback
+        # that holds no reference to self (a dropped handle is closed at once).
+        self._rplock = self._plock
+        self._rclock = self._clock
 
     def _use_record(self, record: Record) -> None:
         # The caller's own Record (same schema as the header's), so that values come back as
@@ -325,10 +324,6 @@ class RecordChannel(Channel):
         for view in (self._rdata, self._ri, self._rq):
             view.release()
         super().close()
-
-    def _record_recovered(self, dead_holder: int) -> None:
-        # Nothing a dead holder did is half-visible: only position stores commit.
-        self._rq[Q_RECOVERIES] = (self._rq[Q_RECOVERIES] + 1) & U64_MASK
 
     # --- sending -------------------------------------------------------------------------------
 

@@ -535,3 +535,23 @@ def test_record_channel_timeouts_and_batches(make_record_channel):
     ch.close()
     with pytest.raises(shmipc.ChannelClosed):
         ch.send((b"a", 1))
+
+
+def test_regression_a_dropped_record_channel_releases_its_descriptor(tmp_path):
+    # RecordChannel's own recovery callback was a bound method: a reference cycle kept every
+    # dropped handle (and its file descriptor) alive until the cycle collector ran.
+    import gc
+
+    people = Record("people", [("name", "4s"), ("age", "i")])
+    path = tmp_path / "dropped.chan"
+    RecordChannel.create(path, people, 16).close()
+    try:
+        gc.disable()
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(20):
+            RecordChannel.open(path, people)  # never closed
+        assert len(os.listdir("/proc/self/fd")) <= before + 1
+    finally:
+        gc.enable()
+        with RecordChannel.open(path, people) as ch:
+            ch.unlink()
