@@ -1,9 +1,9 @@
 """shmipc: messaging between processes through shared memory.
 
-Layers, bottom up (a lower layer never imports a higher one): errors; mapping (mmap kinds,
-msync, munmap); layout (the channel header) and ring (frames); sync (POSIX semaphores, robust
-locks); codec (msgpack, ext types); records (C-layout records, arrays over mappings); channel
-(the Channel that puts them together); record_channel (fixed slots of records, no msgpack).
+Layers, bottom up (a lower layer never imports a higher one): the compiled core ``_core`` (the
+per-message protocol, in C) and errors; mapping (mmap kinds, msync, munmap); layout (the
+header and frame format); sync (POSIX semaphore names); codec (msgpack, ext types); records
+(C-layout records, arrays over mappings); channel and record_channel (the public faces).
 """
 
 from .channel import DEFAULT_CAPACITY, Channel, ChannelStatistics
@@ -28,7 +28,7 @@ from .mapping import Mapping, MappingKind, map_anonymous, map_file
 from .record_channel import RecordChannel
 from .records import FieldTooLong, Record, RecordArray, RecordError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_CAPACITY",

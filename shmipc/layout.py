@@ -1,17 +1,18 @@
-"""The channel header: one page in front of the ring, everything a second process needs.
+"""The channel header (format version 2): one page in front of the ring, and the frame format.
 
-All integers are little-endian and fixed-width; every field is aligned to its size and the
-positions each sit on their own 64-byte cache line, so a C program can read the file with a
-plain struct (``docs/FORMAT.md`` gives it). The fixed part (bytes 0..383) is written once, when
-the channel is created, and guarded by a CRC-32; the live part (from byte 384) changes with every
-message and is validated each time it is read.
+All integers are little-endian and fixed-width; every field is aligned to its size and each
+side's position sits on its own 64-byte cache line, so a C program reads the file with the
+struct of ``src/core.h`` (``docs/FORMAT.md`` draws the same; ``tests/test_layout.py`` checks
+that this module, the C compiler's layout and the document agree). The fixed part (bytes
+0..383) is written once, when the channel is created, and guarded by a CRC-32; the live part
+(from byte 384) is the compiled core's, which validates every value it reads.
 
 ::
 
     offset size  field             fixed part, written once, CRC-32 over 0..63 (crc as 0) + schema
     ------ ----  ----------------  -------------------------------------------------------------
          0    8  magic             b"SHMIPC\\x1a\\n"
-         8    4  format_version    1
+         8    4  format_version    2
         12    4  header_size       4096: the data area starts here
         16    8  capacity          bytes in the data area, a power of two
         24    4  kind              1 = byte frames (bytes and msgpack), 2 = fixed-size records
@@ -23,23 +24,29 @@ message and is validated each time it is read.
         64    4  header_crc        crc32 of bytes 0..63 with this field as 0, then the schema text
         68   60  reserved          zero
        128  256  schema            UTF-8 text, NUL-padded (record channels: the record schema)
-                                   live part: each line written by one side only
+                                   live part (the core's; C11 atomics)
        384    8  write_position    bytes ever committed by producers (monotonic, mod 2**64)
        392    8  sent_total        messages ever committed
-       400    8  producer_holder   holder slot (pid, released bit, counter, start time; sync.py)
+       400    8  producer_lock     identity of the holder, 0 = free (see IDENTITY below)
        448    8  read_position     bytes ever consumed by consumers (monotonic, mod 2**64)
        456    8  received_total    messages ever consumed
-       464    8  consumer_holder   lock holder token, as producer_holder
-       472    8  batch_cursor      position of the next unread message inside the batch frame
-                                   at read_position (see ring.py); stale (outside that frame's
-                                   payload) means "start of the batch"
+       464    8  consumer_lock     identity of the holder, 0 = free
        512    4  closed            1 once close_send() was called
-       516    4  sender_waiting    1 while a producer sleeps on the space semaphore
-       520    4  receivers_waiting consumers registered as sleeping on the items semaphore
-                                   (changed only under the consumer lock; producers post items
-                                   only while it is non-zero)
-       576    8  recoveries        dead lock holders recovered (for inspect)
-      4096       data area         ``capacity`` bytes of frames (see ring.py)
+       516    4  semaphore_generation  in the semaphore names; raised when they are rebuilt
+       520    8  recoveries        locks taken over from holders proven dead
+       576   32  sleepers          4 x u64 masks, one per role (items, space, producer lock,
+                                   consumer lock): bit i = waiter slot i sleeps on that role
+       640  128  namespaces        16 x u64: inode of each pid namespace seen, 0 = free
+      1024  512  waiter_slots      64 x u64: identity of each slot's owner, 0 = free
+      4096       data area         ``capacity`` bytes of frames
+
+A frame is an 8-byte header (``length | tag << 32`` as one little-endian uint64), the payload,
+and padding to 8 bytes; a padding frame fills the tail of the data area when the next frame
+does not fit before its end. The write position is the commit: a frame is visible only once it
+moves past it.
+
+An identity word names a process: bits 0..21 the pid, 22..27 the index+1 of its pid namespace
+in ``namespaces`` (0 = unknown), 28..63 its start time in clock ticks modulo 2**36.
 
 This module knows nothing of processes or semaphores.
 """
@@ -62,10 +69,13 @@ __all__ = [
     "ChannelKind",
     "HeaderInfo",
     "capacity_for",
+    "frame_size",
+    "identity_pid",
+    "max_message_size",
 ]
 
 MAGIC = b"SHMIPC\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER_SIZE = 4096
 MIN_CAPACITY = 4096
 MAX_CAPACITY = 1 << 34  # keeps the message count below SEM_VALUE_MAX (2**31 - 1)
@@ -81,31 +91,48 @@ LIVE_OFFSET = 384
 # Byte offsets of the live fields.
 WRITE_POSITION = 384
 SENT_TOTAL = 392
-PRODUCER_HOLDER = 400
+PRODUCER_LOCK = 400
 READ_POSITION = 448
 RECEIVED_TOTAL = 456
-CONSUMER_HOLDER = 464
-BATCH_CURSOR = 472
+CONSUMER_LOCK = 464
 CLOSED = 512
-SENDER_WAITING = 516
-RECEIVERS_WAITING = 520
-RECOVERIES = 576
-
-# Indexes of the 8-byte live fields in the header viewed as an array of uint64 ('Q').
-Q_WRITE = WRITE_POSITION // 8
-Q_SENT = SENT_TOTAL // 8
-Q_PRODUCER_HOLDER = PRODUCER_HOLDER // 8
-Q_READ = READ_POSITION // 8
-Q_RECEIVED = RECEIVED_TOTAL // 8
-Q_CONSUMER_HOLDER = CONSUMER_HOLDER // 8
-Q_BATCH_CURSOR = BATCH_CURSOR // 8
-Q_RECOVERIES = RECOVERIES // 8
-# Indexes of the 4-byte flags in the header viewed as an array of uint32 ('I').
-I_CLOSED = CLOSED // 4
-I_SENDER_WAITING = SENDER_WAITING // 4
-I_RECEIVERS_WAITING = RECEIVERS_WAITING // 4
+SEMAPHORE_GENERATION = 516
+RECOVERIES = 520
+SLEEPERS = 576
+NAMESPACES = 640
+NAMESPACE_SLOTS = 16
+WAITER_SLOTS = 1024
+WAITER_SLOT_COUNT = 64
+LIVE = struct.Struct("<QQQ40xQQQ40xIIQ")
+"""The live fields from WRITE_POSITION to RECOVERIES, for readers of a snapshot (inspect)."""
 
 U64_MASK = (1 << 64) - 1
+
+# Frames.
+FRAME_HEADER = 8
+TAG_MESSAGE = 1
+TAG_PADDING = 2
+
+# Identity words.
+IDENTITY_PID_MASK = (1 << 22) - 1
+IDENTITY_NS_SHIFT = 22
+IDENTITY_START_SHIFT = 28
+
+
+def identity_pid(word: int) -> int:
+    """The pid inside an identity word (a lock holder or a registered sleeper)."""
+    return word & IDENTITY_PID_MASK
+
+
+def frame_size(length: int) -> int:
+    """Bytes a frame of ``length`` payload bytes occupies: header plus payload padded to 8."""
+    return FRAME_HEADER + ((length + 7) & ~7)
+
+
+def max_message_size(capacity: int) -> int:
+    """The largest payload a ring of ``capacity`` bytes accepts: half of it less a header, so
+    that a frame that must wrap (padding plus itself) fits an empty ring at any offset."""
+    return capacity // 2 - FRAME_HEADER
 
 
 class ChannelKind(enum.IntEnum):
@@ -184,10 +211,9 @@ def initialize(
     buf[:HEADER_SIZE] = bytes(HEADER_SIZE)
     FIXED.pack_into(buf, 0, *fields)
     buf[SCHEMA_OFFSET:SCHEMA_OFFSET + len(schema_bytes)] = schema_bytes
-    q = buf[:HEADER_SIZE].cast("Q")
-    q[Q_WRITE] = initial_position & U64_MASK
-    q[Q_READ] = initial_position & U64_MASK
-    q.release()
+    position = (initial_position & U64_MASK).to_bytes(8, "little")
+    buf[WRITE_POSITION:WRITE_POSITION + 8] = position
+    buf[READ_POSITION:READ_POSITION + 8] = position
     return HeaderInfo(FORMAT_VERSION, HEADER_SIZE, capacity, kind, record_size, channel_id,
                       os.getpid(), schema, created_ns)
 
@@ -223,7 +249,8 @@ def parse(header: bytes, *, path: str | None = None, file_size: int | None = Non
     if version != FORMAT_VERSION:
         raise IncompatibleChannel(
             f"{where} is a shmipc channel of format version {version}; this shmipc reads "
-            f"version {FORMAT_VERSION}: use the shmipc release that created it",
+            f"version {FORMAT_VERSION} only: drain it with the shmipc release that created it "
+            "(0.1 for version 1), then create it again with this one",
             path=path,
         )
     if schema_length > SCHEMA_MAX:
@@ -248,7 +275,7 @@ def parse(header: bytes, *, path: str | None = None, file_size: int | None = Non
         channel_kind = ChannelKind(kind)
     except ValueError:
         raise CorruptChannel(f"{where}: unknown channel kind {kind}", path=path) from None
-    if channel_kind is ChannelKind.RECORDS and not 0 < record_size <= capacity:
+    if channel_kind is ChannelKind.RECORDS and not 0 < record_size <= max_message_size(capacity):
         raise CorruptChannel(f"{where}: record size {record_size} is impossible", path=path)
     try:
         schema = schema_bytes.decode("utf-8")

@@ -1,0 +1,1006 @@
+/*
+ * _core.c - the Python binding of the shmipc core (src/, include/shmipc.h).
+ *
+ * Thin by design: it parses arguments, calls the core, releases the GIL around anything that
+ * may block, and maps the core's return codes onto shmipc.errors. The protocol is in the core.
+ *
+ * Every call first runs the core with SHMIPC_TRY while holding the GIL (no wait of any kind:
+ * the common case costs no GIL round trip); only if that would wait is the GIL released and
+ * the call made again with its real timeout. Blocked calls honour PEP 475: the core calls
+ * back at every signal and every slice, and a Python signal handler that raises ends the wait
+ * with its own exception, leaving no lock held.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h> /* first, as Python asks; it defines _GNU_SOURCE as core.h does */
+
+#include <math.h>
+#include <signal.h>
+#include <stddef.h>
+
+#include "core.h"
+#include "shmipc.h"
+#include "testing.h"
+
+#define CLAIM_BATCH 64 /* messages claimed at once by recv_many */
+
+static PyObject *Empty, *Full, *EndOfChannel, *ChannelClosed, *MessageTooLarge,
+    *CorruptChannel, *NotAChannel, *IncompatibleChannel, *DecodeError;
+
+typedef struct {
+    PyObject_HEAD
+    shmipc_channel *ch;
+    Py_buffer map;       /* the whole mapping (header + data), exported while attached */
+    PyObject *encode;    /* object -> bytes */
+    PyObject *decode;    /* bytes -> object */
+    int calls;           /* calls in progress with the GIL released (close waits for none) */
+    PyObject *weakrefs;
+} CoreChannel;
+
+/* --- errors --------------------------------------------------------------------------- */
+
+static PyObject *closed_handle(void) {
+    PyErr_SetString(ChannelClosed, "this channel handle is closed; open the channel again");
+    return NULL;
+}
+
+static int parse_timeout(PyObject *timeout, int64_t *ns) {
+    if (timeout == NULL || timeout == Py_None) {
+        *ns = SHMIPC_FOREVER;
+        return 0;
+    }
+    double seconds = PyFloat_AsDouble(timeout);
+    if (seconds == -1.0 && PyErr_Occurred()) return -1;
+    if (!(seconds >= 0) || isinf(seconds)) {
+        if (isinf(seconds) && seconds > 0) {
+            *ns = SHMIPC_FOREVER;
+            return 0;
+        }
+        PyErr_Format(PyExc_ValueError, "timeout must be >= 0 or None (got %R)", timeout);
+        return -1;
+    }
+    *ns = seconds >= 9.2e9 ? SHMIPC_FOREVER : (int64_t)(seconds * 1e9);
+    return 0;
+}
+
+static void describe_wait(char *buf, size_t n, int64_t timeout_ns) {
+    if (timeout_ns == 0) snprintf(buf, n, "now");
+    else snprintf(buf, n, "within %g s", (double)timeout_ns / 1e9);
+}
+
+/* Raise the exception for a return code. `size` is the message size of a send (for Full and
+ * MessageTooLarge). Returns NULL. */
+static PyObject *raise_code(CoreChannel *self, int rc, size_t size, int64_t timeout_ns) {
+    char when[64];
+    describe_wait(when, sizeof when, timeout_ns);
+    switch (rc) {
+    case SHMIPC_EINTR:
+        if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+        return NULL;
+    case SHMIPC_EFULL: {
+        shmipc_state st;
+        shmipc_channel_state(self->ch, &st);
+        uint64_t cap = shmipc_channel_capacity(self->ch);
+        uint64_t used = st.write_position - st.read_position;
+        uint64_t free_bytes = used <= cap ? cap - used : 0;
+        uint64_t need = 8 + ((size + 7) & ~(size_t)7);
+        PyObject *msg = need <= free_bytes
+            ? PyUnicode_FromFormat(
+                  "no room for a message of %zu bytes %s: another producer held the producer "
+                  "lock all the while (it waits for room, or is stopped); receive faster or "
+                  "wait longer", size, when)
+            : PyUnicode_FromFormat(
+                  "no room for a message of %zu bytes %s: %llu of %llu bytes free; receive "
+                  "faster, wait longer, or create the channel with a larger capacity=",
+                  size, when, (unsigned long long)free_bytes, (unsigned long long)cap);
+        if (msg == NULL) return NULL;
+        PyObject *kwargs = Py_BuildValue("{s:K,s:K}", "size", (unsigned long long)need, "free",
+                                         (unsigned long long)free_bytes);
+        PyObject *args = PyTuple_Pack(1, msg);
+        PyObject *exc = args && kwargs ? PyObject_Call(Full, args, kwargs) : NULL;
+        Py_XDECREF(kwargs);
+        Py_XDECREF(args);
+        Py_DECREF(msg);
+        if (exc != NULL) {
+            PyErr_SetObject(Full, exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    case SHMIPC_EEMPTY:
+        if (timeout_ns == 0) PyErr_SetString(Empty, "no message is waiting");
+        else PyErr_Format(Empty, "no message arrived %s", when);
+        return NULL;
+    case SHMIPC_ECLOSED:
+        PyErr_SetString(ChannelClosed, "the channel was closed for sending (close_send); no "
+                                       "more messages go in");
+        return NULL;
+    case SHMIPC_EEND:
+        PyErr_SetString(EndOfChannel, "the channel was closed for sending and is drained");
+        return NULL;
+    case SHMIPC_ETOOBIG: {
+        PyObject *exc = PyObject_CallFunction(
+            MessageTooLarge, "nnn", (Py_ssize_t)size,
+            (Py_ssize_t)shmipc_channel_max_message(self->ch),
+            (Py_ssize_t)shmipc_channel_capacity(self->ch));
+        if (exc != NULL) {
+            PyErr_SetObject(MessageTooLarge, exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    case SHMIPC_ECORRUPT:
+        PyErr_SetString(CorruptChannel,
+                        "the channel's positions or frames failed validation: its memory was "
+                        "overwritten by something else than shmipc; its messages cannot be "
+                        "trusted, so create the channel again");
+        return NULL;
+    case SHMIPC_ENOTCHANNEL:
+        PyErr_SetString(NotAChannel, "not a shmipc channel (no shmipc magic at its start)");
+        return NULL;
+    case SHMIPC_EVERSION:
+        PyErr_SetString(IncompatibleChannel, "a shmipc channel of another format version");
+        return NULL;
+    case SHMIPC_ENOSEM:
+        PyErr_SetString(CorruptChannel,
+                        "a semaphore of the channel is missing or is not a semaphore; open the "
+                        "channel again (shmipc rebuilds them), after `python -m shmipc cleanup`"
+                        " if one is damaged");
+        return NULL;
+    case SHMIPC_EPERM:
+        PyErr_SetString(PyExc_PermissionError,
+                        "no permission to open the channel's semaphores");
+        return NULL;
+    case SHMIPC_EDEADLK:
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this thread holds the lock this call waits for (inside a recv_view or "
+                        "send_view block of a handle on the same channel): it would wait for "
+                        "itself; finish the block first");
+        return NULL;
+    case SHMIPC_EINVAL:
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a view from recv_view() or send_view() is open on this handle; finish "
+                        "its block before another call on the handle");
+        return NULL;
+    default:
+        PyErr_Format(PyExc_OSError, "shmipc: %s", shmipc_strerror(rc));
+        return NULL;
+    }
+}
+
+/* PEP 475: run the Python signal handlers; a handler that raised ends the wait. */
+static int check_signals(void *arg) {
+    (void)arg;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int stop = PyErr_CheckSignals() < 0;
+    PyGILState_Release(gil);
+    return stop;
+}
+
+/* Parse FASTCALL arguments into `out` (positional first, then keywords by name); `required`
+ * of them must be given. The private _PyArg_Parser is avoided on purpose. */
+static int parse_args(const char *fname, const char *const *names, int required,
+                      PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      PyObject **out) {
+    int total = 0;
+    while (names[total] != NULL) total++;
+    if (nargs > total) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname,
+                     total, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int found = -1;
+        for (int i = 0; i < total && found < 0; i++)
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) found = i;
+        if (found < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", fname,
+                         key);
+            return -1;
+        }
+        if (found < nargs) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         names[found]);
+            return -1;
+        }
+        out[found] = args[nargs + k];
+    }
+    for (int i = 0; i < required; i++)
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* --- lifecycle ------------------------------------------------------------------------ */
+
+static int CoreChannel_init(CoreChannel *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"buffer", NULL};
+    PyObject *buffer;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:CoreChannel", kwlist, &buffer)) return -1;
+    if (self->ch != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the handle is attached already");
+        return -1;
+    }
+    if (PyObject_GetBuffer(buffer, &self->map, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    int rc = shmipc_channel_attach(self->map.buf, (size_t)self->map.len, &self->ch);
+    if (rc != SHMIPC_OK) {
+        PyBuffer_Release(&self->map);
+        self->ch = NULL;
+        raise_code(self, rc, 0, 0);
+        return -1;
+    }
+    shmipc_channel_set_interrupt(self->ch, check_signals, NULL);
+    return 0;
+}
+
+static void detach(CoreChannel *self) {
+    if (self->ch == NULL) return;
+    shmipc_channel_close(self->ch);
+    self->ch = NULL;
+    PyBuffer_Release(&self->map);
+}
+
+static void CoreChannel_dealloc(CoreChannel *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL) PyObject_ClearWeakRefs((PyObject *)self);
+    detach(self);
+    Py_CLEAR(self->encode);
+    Py_CLEAR(self->decode);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int CoreChannel_traverse(CoreChannel *self, visitproc visit, void *arg) {
+    Py_VISIT(self->encode);
+    Py_VISIT(self->decode);
+    return 0;
+}
+
+static int CoreChannel_clear(CoreChannel *self) {
+    Py_CLEAR(self->encode);
+    Py_CLEAR(self->decode);
+    return 0;
+}
+
+static PyObject *CoreChannel_detach(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->calls > 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "cannot close this handle while %d call(s) on it wait in other threads; "
+                     "end them first (a timeout, or close_send() on the channel)", self->calls);
+        return NULL;
+    }
+    detach(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
+    PyObject *encode, *decode;
+    if (!PyArg_ParseTuple(args, "OO:_set_codec", &encode, &decode)) return NULL;
+    Py_INCREF(encode);
+    Py_INCREF(decode);
+    Py_XSETREF(self->encode, encode);
+    Py_XSETREF(self->decode, decode);
+    Py_RETURN_NONE;
+}
+
+/* Run `call` with SHMIPC_TRY holding the GIL, then, if it would wait and the caller allows
+ * waiting, again with the GIL released. */
+#define RUN_CORE(self, rc, timeout_ns, call_with_flags)                                    \
+    do {                                                                                   \
+        int flags = SHMIPC_TRY;                                                            \
+        rc = (call_with_flags);                                                            \
+        if (rc == SHMIPC_EWOULDBLOCK) {                                                    \
+            flags = 0;                                                                     \
+            self->calls++;                                                                 \
+            Py_BEGIN_ALLOW_THREADS rc = (call_with_flags);                                 \
+            Py_END_ALLOW_THREADS self->calls--;                                            \
+        }                                                                                  \
+    } while (0)
+
+/* --- sending -------------------------------------------------------------------------- */
+
+static PyObject *send_buffer(CoreChannel *self, PyObject *data, int64_t timeout_ns) {
+    if (self->ch == NULL) return closed_handle();
+    int rc;
+    if (PyBytes_CheckExact(data)) {
+        const char *p = PyBytes_AS_STRING(data);
+        size_t n = (size_t)PyBytes_GET_SIZE(data);
+        Py_INCREF(data); /* alive while the GIL is released */
+        RUN_CORE(self, rc, timeout_ns, shmipc_channel_send(self->ch, p, n, timeout_ns, flags));
+        Py_DECREF(data);
+        if (rc != SHMIPC_OK) return raise_code(self, rc, n, timeout_ns);
+        Py_RETURN_NONE;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    RUN_CORE(self, rc, timeout_ns,
+             shmipc_channel_send(self->ch, view.buf, (size_t)view.len, timeout_ns, flags));
+    size_t n = (size_t)view.len;
+    PyBuffer_Release(&view);
+    if (rc != SHMIPC_OK) return raise_code(self, rc, n, timeout_ns);
+    Py_RETURN_NONE;
+}
+
+static PyObject *encode_obj(CoreChannel *self, PyObject *obj) {
+    if (self->encode == NULL) {
+        PyErr_SetString(PyExc_TypeError, "this channel carries no objects (no codec)");
+        return NULL;
+    }
+    return PyObject_CallOneArg(self->encode, obj);
+}
+
+static PyObject *CoreChannel_send_bytes(CoreChannel *self, PyObject *const *args,
+                                        Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"data", "timeout", NULL};
+    PyObject *a[2] = {NULL, Py_None};
+    if (parse_args("send_bytes", names, 1, args, nargs, kwnames, a) < 0) return NULL;
+    PyObject *data = a[0], *timeout = a[1];
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    return send_buffer(self, data, ns);
+}
+
+static PyObject *CoreChannel_send_bytes_nowait(CoreChannel *self, PyObject *data) {
+    return send_buffer(self, data, 0);
+}
+
+static PyObject *CoreChannel_send(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    static const char *const names[] = {"obj", "timeout", NULL};
+    PyObject *a[2] = {NULL, Py_None};
+    if (parse_args("send", names, 1, args, nargs, kwnames, a) < 0) return NULL;
+    PyObject *obj = a[0], *timeout = a[1];
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    PyObject *payload = encode_obj(self, obj);
+    if (payload == NULL) return NULL;
+    PyObject *result = send_buffer(self, payload, ns);
+    Py_DECREF(payload);
+    return result;
+}
+
+static PyObject *CoreChannel_send_nowait(CoreChannel *self, PyObject *obj) {
+    if (self->ch == NULL) return closed_handle();
+    PyObject *payload = encode_obj(self, obj);
+    if (payload == NULL) return NULL;
+    PyObject *result = send_buffer(self, payload, 0);
+    Py_DECREF(payload);
+    return result;
+}
+
+/* Send a list of buffers (objects with the buffer protocol) as one batch. */
+static PyObject *send_list(CoreChannel *self, PyObject *items, int64_t timeout_ns) {
+    Py_ssize_t count = PyList_GET_SIZE(items);
+    Py_buffer *views = PyMem_Calloc(count ? (size_t)count : 1, sizeof *views);
+    struct iovec *iov = PyMem_Calloc(count ? (size_t)count : 1, sizeof *iov);
+    Py_ssize_t got = 0;
+    PyObject *result = NULL;
+    if (views == NULL || iov == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < count; got++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(items, got), &views[got], PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+        iov[got].iov_base = views[got].buf;
+        iov[got].iov_len = (size_t)views[got].len;
+    }
+    size_t sent = 0, total = 0;
+    int rc;
+    int flags = SHMIPC_TRY;
+    rc = shmipc_channel_sendv(self->ch, iov, (size_t)count, &sent, timeout_ns, flags);
+    total = sent;
+    if (rc == SHMIPC_EWOULDBLOCK) { /* the rest, waiting for room, without the GIL */
+        self->calls++;
+        Py_BEGIN_ALLOW_THREADS rc = shmipc_channel_sendv(self->ch, iov + total,
+                                                         (size_t)count - total, &sent,
+                                                         timeout_ns, 0);
+        Py_END_ALLOW_THREADS self->calls--;
+        total += sent;
+    }
+    if (rc != SHMIPC_OK) {
+        size_t size = 0;
+        if (rc == SHMIPC_ETOOBIG) {
+            for (Py_ssize_t i = 0; i < count; i++)
+                if (iov[i].iov_len > size) size = iov[i].iov_len;
+        } else if (total < (size_t)count) {
+            size = iov[total].iov_len;
+        }
+        raise_code(self, rc, size, timeout_ns);
+        if (rc == SHMIPC_EFULL || rc == SHMIPC_ECLOSED || rc == SHMIPC_EINTR) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (value != NULL) {
+                PyObject *n = PyLong_FromSize_t(total);
+                if (n != NULL) PyObject_SetAttrString(value, "sent", n);
+                Py_XDECREF(n);
+            }
+            PyErr_Restore(type, value, tb);
+        }
+        goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(iov);
+    return result;
+}
+
+static PyObject *send_many_impl(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames, int encode) {
+    static const char *const names[] = {"messages", "timeout", NULL};
+    PyObject *a[2] = {NULL, Py_None};
+    if (parse_args(encode ? "send_many" : "send_many_bytes", names, 1, args, nargs, kwnames,
+                   a) < 0)
+        return NULL;
+    PyObject *iterable = a[0], *timeout = a[1];
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    PyObject *seq = PySequence_Fast(iterable, "send_many takes an iterable of messages");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *items = PyList_New(n);
+    if (items == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) { /* encode everything first: an error sends nothing */
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *payload = encode ? encode_obj(self, item) : (Py_INCREF(item), item);
+        if (payload == NULL) {
+            Py_DECREF(items);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        PyList_SET_ITEM(items, i, payload);
+    }
+    Py_DECREF(seq);
+    PyObject *result = send_list(self, items, ns);
+    Py_DECREF(items);
+    return result;
+}
+
+static PyObject *CoreChannel_send_many(CoreChannel *self, PyObject *const *args,
+                                       Py_ssize_t nargs, PyObject *kwnames) {
+    return send_many_impl(self, args, nargs, kwnames, 1);
+}
+
+static PyObject *CoreChannel_send_many_bytes(CoreChannel *self, PyObject *const *args,
+                                             Py_ssize_t nargs, PyObject *kwnames) {
+    return send_many_impl(self, args, nargs, kwnames, 0);
+}
+
+static PyObject *CoreChannel_close_send(CoreChannel *self, PyObject *const *args,
+                                        Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (parse_args("close_send", names, 0, args, nargs, kwnames, &timeout) < 0) return NULL;
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    int rc;
+    self->calls++;
+    Py_BEGIN_ALLOW_THREADS rc = shmipc_channel_close_send(self->ch, ns);
+    Py_END_ALLOW_THREADS self->calls--;
+    if (rc == SHMIPC_EFULL) {
+        PyErr_Format(Full, "a send in progress did not finish %s (a producer waits for room, "
+                           "or is stopped); receive first or wait longer",
+                     ns == 0 ? "at once" : "before the timeout");
+        return NULL;
+    }
+    if (rc != SHMIPC_OK) return raise_code(self, rc, 0, ns);
+    Py_RETURN_NONE;
+}
+
+/* --- receiving ------------------------------------------------------------------------ */
+
+/* Claim up to `max` messages (waiting up to timeout_ns for the first). */
+static int claim(CoreChannel *self, shmipc_slice *msgs, size_t max, size_t *count,
+                 int64_t timeout_ns) {
+    int rc;
+    RUN_CORE(self, rc, timeout_ns,
+             shmipc_channel_recv_claim_many(self->ch, msgs, max, count, timeout_ns, flags));
+    if (rc == SHMIPC_EINVAL && self->ch->recv_claimed) {
+        /* A recv_view whose view an exporter held at the end of its block: the Python layer
+         * commits it now if the exporter has let go. */
+        PyObject *settled = PyObject_CallMethod((PyObject *)self, "_settle_view", NULL);
+        if (settled == NULL) return SHMIPC_EINTR; /* the Python error is set */
+        int ok = PyObject_IsTrue(settled);
+        Py_DECREF(settled);
+        if (ok == 1)
+            RUN_CORE(self, rc, timeout_ns,
+                     shmipc_channel_recv_claim_many(self->ch, msgs, max, count, timeout_ns,
+                                                    flags));
+    }
+    return rc;
+}
+
+static PyObject *recv_one(CoreChannel *self, int64_t timeout_ns, int decode) {
+    if (self->ch == NULL) return closed_handle();
+    shmipc_slice msg;
+    size_t count;
+    int rc = claim(self, &msg, 1, &count, timeout_ns);
+    if (rc != SHMIPC_OK) return raise_code(self, rc, 0, timeout_ns);
+    PyObject *payload = PyBytes_FromStringAndSize(
+        (const char *)shmipc_channel_data(self->ch) + msg.offset, (Py_ssize_t)msg.length);
+    if (payload == NULL) {
+        shmipc_channel_recv_abort(self->ch); /* out of memory: the message stays */
+        return NULL;
+    }
+    shmipc_channel_recv_commit(self->ch);
+    if (!decode) return payload;
+    if (self->decode == NULL) return payload;
+    PyObject *obj = PyObject_CallOneArg(self->decode, payload);
+    Py_DECREF(payload);
+    return obj;
+}
+
+static PyObject *recv_method(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames, int decode) {
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (kwnames == NULL && nargs <= 1) {
+        if (nargs == 1) timeout = args[0];
+    } else if (parse_args(decode ? "recv" : "recv_bytes", names, 0, args, nargs, kwnames,
+                          &timeout) < 0) {
+        return NULL;
+    }
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    return recv_one(self, ns, decode);
+}
+
+static PyObject *CoreChannel_recv(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    return recv_method(self, args, nargs, kwnames, 1);
+}
+
+static PyObject *CoreChannel_recv_bytes(CoreChannel *self, PyObject *const *args,
+                                        Py_ssize_t nargs, PyObject *kwnames) {
+    return recv_method(self, args, nargs, kwnames, 0);
+}
+
+static PyObject *CoreChannel_recv_nowait(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    return recv_one(self, 0, 1);
+}
+
+static PyObject *CoreChannel_recv_bytes_nowait(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    return recv_one(self, 0, 0);
+}
+
+/* Decode every payload of `list` in place. A payload that fails leaves its exception in the
+ * list and the first failure is raised, carrying the whole list as `received`: every message
+ * was consumed, and none is lost. */
+static PyObject *decode_list(CoreChannel *self, PyObject *list) {
+    PyObject *failure = NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *obj = PyObject_CallOneArg(self->decode, PyList_GET_ITEM(list, i));
+        if (obj == NULL) {
+            if (!PyErr_ExceptionMatches(DecodeError)) {
+                Py_XDECREF(failure);
+                Py_DECREF(list);
+                return NULL;
+            }
+            PyObject *type, *tb;
+            PyErr_Fetch(&type, &obj, &tb);
+            PyErr_NormalizeException(&type, &obj, &tb);
+            Py_XDECREF(type);
+            Py_XDECREF(tb);
+            if (failure == NULL) {
+                failure = obj;
+                Py_INCREF(failure);
+            }
+        }
+        PyList_SetItem(list, i, obj);
+    }
+    if (failure == NULL) return list;
+    PyObject_SetAttrString(failure, "received", list);
+    Py_DECREF(list);
+    PyErr_SetObject((PyObject *)Py_TYPE(failure), failure);
+    Py_DECREF(failure);
+    return NULL;
+}
+
+static PyObject *recv_many_impl(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames, int decode) {
+    static const char *const names[] = {"max_count", "timeout", NULL};
+    PyObject *a[2] = {NULL, Py_None};
+    if (parse_args(decode ? "recv_many" : "recv_many_bytes", names, 1, args, nargs, kwnames,
+                   a) < 0)
+        return NULL;
+    PyObject *timeout = a[1];
+    Py_ssize_t max_count = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+    if (max_count == -1 && PyErr_Occurred()) return NULL;
+    if (max_count < 1) {
+        PyErr_Format(PyExc_ValueError, "max_count must be at least 1 (got %zd)", max_count);
+        return NULL;
+    }
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    shmipc_slice msgs[CLAIM_BATCH];
+    size_t max = max_count < CLAIM_BATCH ? (size_t)max_count : CLAIM_BATCH, count;
+    int rc = claim(self, msgs, max, &count, ns);
+    if (rc != SHMIPC_OK) return raise_code(self, rc, 0, ns);
+    PyObject *list = PyList_New((Py_ssize_t)count);
+    const char *data = shmipc_channel_data(self->ch);
+    for (size_t i = 0; list != NULL && i < count; i++) {
+        PyObject *b = PyBytes_FromStringAndSize(data + msgs[i].offset,
+                                                (Py_ssize_t)msgs[i].length);
+        if (b == NULL) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, (Py_ssize_t)i, b);
+    }
+    if (list == NULL) {
+        shmipc_channel_recv_abort(self->ch);
+        return NULL;
+    }
+    shmipc_channel_recv_commit(self->ch);
+    /* More than CLAIM_BATCH asked for: take what else is waiting now, without waiting. */
+    while ((size_t)PyList_GET_SIZE(list) < (size_t)max_count && count == max) {
+        size_t room = (size_t)max_count - (size_t)PyList_GET_SIZE(list);
+        max = room < CLAIM_BATCH ? room : CLAIM_BATCH;
+        rc = shmipc_channel_recv_claim_many(self->ch, msgs, max, &count, 0, SHMIPC_TRY);
+        if (rc != SHMIPC_OK) break;
+        int failed = 0;
+        for (size_t i = 0; i < count && !failed; i++) {
+            PyObject *b = PyBytes_FromStringAndSize(data + msgs[i].offset,
+                                                    (Py_ssize_t)msgs[i].length);
+            failed = b == NULL || PyList_Append(list, b) < 0;
+            Py_XDECREF(b);
+        }
+        if (failed) { /* out of memory: this part stays in the channel */
+            PyList_SetSlice(list, PyList_GET_SIZE(list) - (Py_ssize_t)count,
+                            PyList_GET_SIZE(list), NULL);
+            shmipc_channel_recv_abort(self->ch);
+            PyErr_Clear();
+            break;
+        }
+        shmipc_channel_recv_commit(self->ch);
+    }
+    if (!decode || self->decode == NULL) return list;
+    return decode_list(self, list);
+}
+
+static PyObject *CoreChannel_recv_many(CoreChannel *self, PyObject *const *args,
+                                       Py_ssize_t nargs, PyObject *kwnames) {
+    return recv_many_impl(self, args, nargs, kwnames, 1);
+}
+
+static PyObject *CoreChannel_recv_many_bytes(CoreChannel *self, PyObject *const *args,
+                                             Py_ssize_t nargs, PyObject *kwnames) {
+    return recv_many_impl(self, args, nargs, kwnames, 0);
+}
+
+/* --- zero-copy claims (the Python layer wraps them in recv_view / send_view) ---------- */
+
+static PyObject *CoreChannel_recv_claim(CoreChannel *self, PyObject *timeout) {
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    shmipc_slice msg;
+    size_t count;
+    int rc = claim(self, &msg, 1, &count, ns);
+    if (rc != SHMIPC_OK) return raise_code(self, rc, 0, ns);
+    return Py_BuildValue("nn", (Py_ssize_t)msg.offset, (Py_ssize_t)msg.length);
+}
+
+static PyObject *CoreChannel_recv_finish(CoreChannel *self, PyObject *commit) {
+    if (self->ch == NULL) return closed_handle();
+    if (PyObject_IsTrue(commit)) shmipc_channel_recv_commit(self->ch);
+    else shmipc_channel_recv_abort(self->ch);
+    Py_RETURN_NONE;
+}
+
+static PyObject *CoreChannel_send_claim(CoreChannel *self, PyObject *args) {
+    Py_ssize_t size;
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "n|O:_send_claim", &size, &timeout)) return NULL;
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    if (size < 0) {
+        PyErr_Format(PyExc_ValueError, "size must be >= 0 (got %zd)", size);
+        return NULL;
+    }
+    size_t offset;
+    int rc;
+    RUN_CORE(self, rc, ns,
+             shmipc_channel_send_claim(self->ch, (size_t)size, &offset, ns, flags));
+    if (rc != SHMIPC_OK) return raise_code(self, rc, (size_t)size, ns);
+    return PyLong_FromSize_t(offset);
+}
+
+static PyObject *CoreChannel_send_finish(CoreChannel *self, PyObject *used) {
+    if (self->ch == NULL) return closed_handle();
+    if (used == Py_None) {
+        shmipc_channel_send_abort(self->ch);
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(used);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    int rc = n < 0 ? SHMIPC_EINVAL : shmipc_channel_send_commit(self->ch, (size_t)n);
+    if (rc != SHMIPC_OK) {
+        shmipc_channel_send_abort(self->ch);
+        PyErr_Format(PyExc_ValueError, "%zd bytes are more than the view holds", n);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* --- state ---------------------------------------------------------------------------- */
+
+static PyObject *CoreChannel_state(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    shmipc_state st;
+    shmipc_channel_state(self->ch, &st);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:O,s:I}",
+                         "write_position", (unsigned long long)st.write_position,
+                         "read_position", (unsigned long long)st.read_position,
+                         "sent", (unsigned long long)st.sent,
+                         "received", (unsigned long long)st.received,
+                         "recoveries", (unsigned long long)st.recoveries,
+                         "producer_lock", (unsigned long long)st.producer_lock,
+                         "consumer_lock", (unsigned long long)st.consumer_lock,
+                         "receivers_waiting", (unsigned long long)st.receivers_waiting,
+                         "senders_waiting", (unsigned long long)st.senders_waiting,
+                         "closed", st.closed ? Py_True : Py_False,
+                         "semaphore_generation", (unsigned)st.semaphore_generation);
+}
+
+static PyObject *CoreChannel_holder_alive(CoreChannel *self, PyObject *word) {
+    if (self->ch == NULL) return closed_handle();
+    unsigned long long holder = PyLong_AsUnsignedLongLong(word);
+    if (holder == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    return PyBool_FromLong(shmipc_channel_holder_alive(self->ch, holder));
+}
+
+static PyObject *CoreChannel_get_spin(CoreChannel *self, void *closure) {
+    (void)closure;
+    if (self->ch == NULL) return closed_handle();
+    return PyFloat_FromDouble((double)self->ch->spin_ns / 1e9);
+}
+
+static int CoreChannel_set_spin(CoreChannel *self, PyObject *value, void *closure) {
+    (void)closure;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "spin cannot be deleted");
+        return -1;
+    }
+    double seconds = PyFloat_AsDouble(value);
+    if (seconds == -1.0 && PyErr_Occurred()) return -1;
+    if (!(seconds >= 0) || seconds > 10) {
+        PyErr_Format(PyExc_ValueError, "spin must be between 0 and 10 seconds (got %R)", value);
+        return -1;
+    }
+    if (self->ch == NULL) {
+        closed_handle();
+        return -1;
+    }
+    shmipc_channel_set_spin(self->ch, (int64_t)(seconds * 1e9));
+    return 0;
+}
+
+static PyObject *CoreChannel_get_attached(CoreChannel *self, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(self->ch != NULL);
+}
+
+#define FAST (PyCFunction)(void (*)(void))
+static PyMethodDef CoreChannel_methods[] = {
+    {"send_bytes", FAST CoreChannel_send_bytes, METH_FASTCALL | METH_KEYWORDS,
+     "send_bytes(data, timeout=None)\n--\n\nSend one message of raw bytes (any bytes-like "
+     "object).\n\nBlocks while the ring is full, up to ``timeout`` seconds (None: forever).\n\n"
+     "Raises:\n    MessageTooLarge: the message can never fit (see max_message_size).\n"
+     "    Full: no room before the timeout.\n    ChannelClosed: this handle was closed, or the "
+     "channel was closed for sending."},
+    {"send_bytes_nowait", (PyCFunction)CoreChannel_send_bytes_nowait, METH_O,
+     "send_bytes_nowait(data)\n--\n\nSend raw bytes if there is room now; else raise Full."},
+    {"send", FAST CoreChannel_send, METH_FASTCALL | METH_KEYWORDS,
+     "send(obj, timeout=None)\n--\n\nSend one object, encoded with msgpack.\n\nRaises:\n"
+     "    EncodeError: msgpack cannot encode ``obj`` (also a TypeError); nothing is sent.\n"
+     "    MessageTooLarge, Full, ChannelClosed: as for send_bytes."},
+    {"send_nowait", (PyCFunction)CoreChannel_send_nowait, METH_O,
+     "send_nowait(obj)\n--\n\nSend one object if there is room now; else raise Full."},
+    {"send_many", FAST CoreChannel_send_many, METH_FASTCALL | METH_KEYWORDS,
+     "send_many(messages, timeout=None)\n--\n\nSend several objects in order under one lock "
+     "acquisition.\n\nEvery object is encoded before anything is written, so an EncodeError "
+     "sends nothing. Each message is committed as soon as it is written: consumers may take "
+     "the first ones while the rest wait for room. If the timeout expires part-way, Full is "
+     "raised and its ``sent`` attribute says how many were sent.\n\nRaises:\n    EncodeError, "
+     "MessageTooLarge (nothing is sent), Full, ChannelClosed."},
+    {"send_many_bytes", FAST CoreChannel_send_many_bytes, METH_FASTCALL | METH_KEYWORDS,
+     "send_many_bytes(messages, timeout=None)\n--\n\nSend several raw-bytes messages under one "
+     "lock acquisition (see send_many)."},
+    {"close_send", FAST CoreChannel_close_send, METH_FASTCALL | METH_KEYWORDS,
+     "close_send(timeout=None)\n--\n\nClose the channel for sending, for every process.\n\n"
+     "Messages already sent stay and are received as usual; once they are drained, receives "
+     "raise EndOfChannel and iteration stops. Later sends raise ChannelClosed. Waits for a "
+     "send in progress to finish (up to ``timeout``; Full if it does not)."},
+    {"recv", FAST CoreChannel_recv, METH_FASTCALL | METH_KEYWORDS,
+     "recv(timeout=None)\n--\n\nReceive one object (decoded with msgpack), waiting up to "
+     "``timeout`` seconds (None: forever).\n\nRaises:\n    Empty: no message before the "
+     "timeout.\n    EndOfChannel: the channel was closed for sending and is drained.\n"
+     "    DecodeError: the message is not valid msgpack; its bytes are in ``.payload``.\n"
+     "    CorruptChannel: a frame failed validation."},
+    {"recv_nowait", (PyCFunction)CoreChannel_recv_nowait, METH_NOARGS,
+     "recv_nowait()\n--\n\nReceive one object if one is waiting; else raise Empty."},
+    {"recv_bytes", FAST CoreChannel_recv_bytes, METH_FASTCALL | METH_KEYWORDS,
+     "recv_bytes(timeout=None)\n--\n\nReceive one message as bytes, waiting up to ``timeout`` "
+     "seconds (None: forever).\n\nA message sent with send() comes as its msgpack bytes.\n\n"
+     "Raises:\n    Empty, EndOfChannel, CorruptChannel: as for recv."},
+    {"recv_bytes_nowait", (PyCFunction)CoreChannel_recv_bytes_nowait, METH_NOARGS,
+     "recv_bytes_nowait()\n--\n\nReceive one message as bytes if one is waiting; else raise "
+     "Empty."},
+    {"recv_many", FAST CoreChannel_recv_many, METH_FASTCALL | METH_KEYWORDS,
+     "recv_many(max_count, timeout=None)\n--\n\nReceive up to ``max_count`` objects under one "
+     "lock acquisition.\n\nWaits (up to ``timeout``) for the first; returns those waiting then, "
+     "in order, at least one. If a payload cannot be decoded, the first DecodeError is raised "
+     "with ``.received`` holding every message of the batch (decoded, or the DecodeError of "
+     "each that failed): the messages are consumed and none is lost.\n\nRaises:\n    Empty, "
+     "EndOfChannel, CorruptChannel, DecodeError."},
+    {"recv_many_bytes", FAST CoreChannel_recv_many_bytes, METH_FASTCALL | METH_KEYWORDS,
+     "recv_many_bytes(max_count, timeout=None)\n--\n\nReceive up to ``max_count`` raw messages "
+     "under one lock (see recv_many)."},
+    {"_recv_claim", (PyCFunction)CoreChannel_recv_claim, METH_O,
+     "Private: claim the next message; (offset, length) in the data area."},
+    {"_recv_finish", (PyCFunction)CoreChannel_recv_finish, METH_O,
+     "Private: commit (True) or abort (False) the claimed message."},
+    {"_send_claim", (PyCFunction)CoreChannel_send_claim, METH_VARARGS,
+     "Private: claim room for a message of up to size bytes; its offset in the data area."},
+    {"_send_finish", (PyCFunction)CoreChannel_send_finish, METH_O,
+     "Private: commit the first n bytes of the claim as a message, or abort it (None)."},
+    {"_state", (PyCFunction)CoreChannel_state, METH_NOARGS,
+     "Private: the shared counters and flags, as a dict."},
+    {"_holder_alive", (PyCFunction)CoreChannel_holder_alive, METH_O,
+     "Private: judge a holder identity word as a waiter would (False: proven dead)."},
+    {"_detach", (PyCFunction)CoreChannel_detach, METH_NOARGS,
+     "Private: release the core handle and the mapping's buffer."},
+    {"_set_codec", (PyCFunction)CoreChannel_set_codec, METH_VARARGS,
+     "Private: the callables that encode objects to bytes and decode them back."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef CoreChannel_getset[] = {
+    {"spin", (getter)CoreChannel_get_spin, (setter)CoreChannel_set_spin,
+     "Seconds a blocked receive or send polls the shared positions before it sleeps.\n\n"
+     "Polling turns a wake-up of tens of microseconds into well under one while both sides "
+     "are busy; after ``spin`` seconds without progress the caller sleeps on a semaphore and "
+     "uses no CPU. 0 sleeps at once (always correct, only slower). Per handle; settable.",
+     NULL},
+    {"_attached", (getter)CoreChannel_get_attached, NULL, "Private: the core handle is open.",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject CoreChannelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmipc._core.CoreChannel",
+    .tp_basicsize = sizeof(CoreChannel),
+    .tp_dealloc = (destructor)CoreChannel_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The compiled core of a channel: the per-message protocol over a mapping.\n\n"
+              "Private: use shmipc.Channel.",
+    .tp_traverse = (traverseproc)CoreChannel_traverse,
+    .tp_clear = (inquiry)CoreChannel_clear,
+    .tp_weaklistoffset = offsetof(CoreChannel, weakrefs),
+    .tp_methods = CoreChannel_methods,
+    .tp_getset = CoreChannel_getset,
+    .tp_init = (initproc)CoreChannel_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* --- module functions ----------------------------------------------------------------- */
+
+static PyObject *core_semaphore_name(PyObject *mod, PyObject *args) {
+    (void)mod;
+    const char *id;
+    Py_ssize_t idlen;
+    unsigned int generation;
+    int role;
+    if (!PyArg_ParseTuple(args, "y#IC:semaphore_name", &id, &idlen, &generation, &role))
+        return NULL;
+    if (idlen != 16) {
+        PyErr_SetString(PyExc_ValueError, "a channel id is 16 bytes");
+        return NULL;
+    }
+    char name[SHMIPC_SEM_NAME_MAX];
+    shmipc_semaphore_name((const uint8_t *)id, generation, (char)role, name);
+    return PyUnicode_FromString(name);
+}
+
+static PyObject *core_killpoint(PyObject *mod, PyObject *args) {
+    (void)mod;
+    const char *name;
+    int after = 1, signo = SIGKILL;
+    if (!PyArg_ParseTuple(args, "s|ii:_killpoint", &name, &after, &signo)) return NULL;
+    for (int point = 0; point < shmipc_killpoint_count; point++)
+        if (strcmp(name, shmipc_killpoint_names[point]) == 0) {
+            shmipc_killpoint_arm(point, after, signo);
+            Py_RETURN_NONE;
+        }
+    PyErr_Format(PyExc_ValueError, "no kill point named %R", PyTuple_GET_ITEM(args, 0));
+    return NULL;
+}
+
+static PyObject *core_header_offsets(PyObject *mod, PyObject *unused) {
+    (void)mod;
+    (void)unused;
+#define OFF(f) #f, (Py_ssize_t)offsetof(struct shmipc_header, f)
+    return Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
+        "s:n,s:n,s:n}",
+        OFF(magic), OFF(format_version), OFF(header_size), OFF(capacity), OFF(kind),
+        OFF(record_size), OFF(channel_id), OFF(creator_pid), OFF(schema_length),
+        OFF(created_ns), OFF(header_crc), OFF(schema), OFF(write_position), OFF(sent_total),
+        OFF(producer_lock), OFF(read_position), OFF(received_total), OFF(consumer_lock),
+        OFF(closed), OFF(semaphore_generation), OFF(recoveries), OFF(sleepers),
+        OFF(namespaces), OFF(waiter_slots));
+#undef OFF
+}
+
+static PyMethodDef module_methods[] = {
+    {"semaphore_name", core_semaphore_name, METH_VARARGS,
+     "semaphore_name(channel_id, generation, role)\n--\n\nThe POSIX name of a channel's "
+     "semaphore, as the core derives it."},
+    {"_killpoint", core_killpoint, METH_VARARGS,
+     "_killpoint(name, after=1, signal=SIGKILL)\n--\n\nTests only: send this process `signal` "
+     "the `after`-th time it reaches the named point of the protocol; '' disarms."},
+    {"_header_offsets", core_header_offsets, METH_NOARGS,
+     "The byte offset of every header field, as the C compiler lays out the struct."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "shmipc._core",
+    "The compiled shmipc core (private: use shmipc.Channel).", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+static int import_errors(void) {
+    PyObject *errors = PyImport_ImportModule("shmipc.errors");
+    if (errors == NULL) return -1;
+    struct {
+        PyObject **slot;
+        const char *name;
+    } table[] = {
+        {&Empty, "Empty"}, {&Full, "Full"}, {&EndOfChannel, "EndOfChannel"},
+        {&ChannelClosed, "ChannelClosed"}, {&MessageTooLarge, "MessageTooLarge"},
+        {&CorruptChannel, "CorruptChannel"}, {&NotAChannel, "NotAChannel"},
+        {&IncompatibleChannel, "IncompatibleChannel"}, {&DecodeError, "DecodeError"},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if ((*table[i].slot = PyObject_GetAttrString(errors, table[i].name)) == NULL) {
+            Py_DECREF(errors);
+            return -1;
+        }
+    Py_DECREF(errors);
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__core(void) {
+    if (import_errors() < 0) return NULL;
+    if (PyType_Ready(&CoreChannelType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&core_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&CoreChannelType);
+    if (PyModule_AddObject(m, "CoreChannel", (PyObject *)&CoreChannelType) < 0 ||
+        PyModule_AddIntConstant(m, "FORMAT_VERSION", SHMIPC_FORMAT_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "HEADER_SIZE", SHMIPC_HEADER_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,178 @@
+/*
+ * core.h - internal to the shmipc core: the header as a C struct, the handle, and the pieces
+ * the source files share. docs/FORMAT.md draws the same layout; shmipc/layout.py holds it as
+ * struct constants; tests/test_c_core.py checks that the three agree.
+ *
+ * Memory order. Every shared word is a C11 atomic and every access names its order:
+ *  - write_position: stored with release by the producer after the frame bytes (the commit),
+ *    loaded with acquire by consumers before they read frame bytes.
+ *  - read_position: stored with release by the consumer after it copied the bytes out, loaded
+ *    with acquire by producers before they overwrite them.
+ *  - the lock words: taken with an acq_rel compare-and-swap, released with a release store.
+ *  - the sleeper masks (registration for a wake-up) form a Dekker pair with the positions:
+ *    a sleeper sets its bit, issues a seq_cst fence and re-reads the position; the other side
+ *    stores the position, issues a seq_cst fence and reads the mask. At least one of the two
+ *    sees the other, so no wake-up is lost. Nothing here assumes x86's ordering.
+ */
+#ifndef SHMIPC_CORE_H
+#define SHMIPC_CORE_H
+
+#define _GNU_SOURCE 1
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "shmipc.h"
+
+#define SHMIPC_MAGIC "SHMIPC\x1a\n"
+#define MIN_CAPACITY 4096u
+#define MAX_CAPACITY ((uint64_t)1 << 34)
+#define SCHEMA_MAX 256u
+#define FRAME_HEADER 8u
+#define TAG_MESSAGE 1u
+#define TAG_PADDING 2u
+#define WAITER_SLOTS 64
+#define NAMESPACE_SLOTS 16
+#define SLICE_NS 250000000LL /* a sleeper re-checks positions and lock holders this often */
+#define UNREGISTERED_SLICE_NS 2000000LL /* ... and this often when no waiter slot was free */
+
+/* Roles: semaphore, sleeper mask. */
+enum { ROLE_ITEMS = 0, ROLE_SPACE = 1, ROLE_PLOCK = 2, ROLE_CLOCK = 3, ROLES = 4 };
+extern const char ROLE_LETTERS[ROLES];
+
+/* Identity word of a process (a lock holder or a registered sleeper); 0 means nobody.
+ *   bits  0..21  pid (pid_max is at most 2**22)
+ *   bits 22..27  index+1 of the holder's pid namespace in the header's table, 0 = unknown
+ *   bits 28..63  process start time in clock ticks since boot, modulo 2**36 */
+#define ID_PID_BITS 22
+#define ID_NS_SHIFT 22
+#define ID_NS_BITS 6
+#define ID_START_SHIFT 28
+#define ID_PID(w) ((uint32_t)((w) & ((1u << ID_PID_BITS) - 1)))
+#define ID_NS(w) ((unsigned)(((w) >> ID_NS_SHIFT) & ((1u << ID_NS_BITS) - 1)))
+#define ID_START(w) ((w) >> ID_START_SHIFT)
+
+struct shmipc_header {
+    /* fixed part: written once at creation, CRC-32 over bytes 0..63 (crc as 0) + schema */
+    char magic[8];                          /*    0 */
+    uint32_t format_version;                /*    8 */
+    uint32_t header_size;                   /*   12 */
+    uint64_t capacity;                      /*   16 */
+    uint32_t kind;                          /*   24 */
+    uint32_t record_size;                   /*   28 */
+    uint8_t channel_id[16];                 /*   32 */
+    uint32_t creator_pid;                   /*   48 */
+    uint32_t schema_length;                 /*   52 */
+    uint64_t created_ns;                    /*   56 */
+    uint32_t header_crc;                    /*   64 */
+    uint8_t reserved0[60];                  /*   68 */
+    char schema[256];                       /*  128 */
+    /* producers' cache line */
+    _Atomic uint64_t write_position;        /*  384 the commit of producers */
+    _Atomic uint64_t sent_total;            /*  392 */
+    _Atomic uint64_t producer_lock;         /*  400 holder identity, 0 = free */
+    uint8_t reserved1[40];                  /*  408 */
+    /* consumers' cache line */
+    _Atomic uint64_t read_position;         /*  448 the commit of consumers */
+    _Atomic uint64_t received_total;        /*  456 */
+    _Atomic uint64_t consumer_lock;         /*  464 */
+    uint8_t reserved2[40];                  /*  472 */
+    /* rarely written */
+    _Atomic uint32_t closed;                /*  512 1 once closed for sending */
+    _Atomic uint32_t semaphore_generation;  /*  516 in the semaphore names */
+    _Atomic uint64_t recoveries;            /*  520 locks taken over from dead holders */
+    uint8_t reserved3[48];                  /*  528 */
+    _Atomic uint64_t sleepers[ROLES];       /*  576 bit i: waiter slot i sleeps on role */
+    uint8_t reserved4[32];                  /*  608 */
+    _Atomic uint64_t namespaces[NAMESPACE_SLOTS]; /* 640 pid namespace inodes seen, 0 = free */
+    uint8_t reserved5[256];                 /*  768 */
+    _Atomic uint64_t waiter_slots[WAITER_SLOTS];  /* 1024 identity of each slot's owner */
+    uint8_t reserved6[2560];                /* 1536 .. 4096 */
+};
+
+_Static_assert(sizeof(struct shmipc_header) == SHMIPC_HEADER_SIZE, "header is one page");
+_Static_assert(sizeof(_Atomic uint64_t) == 8, "8-byte atomics");
+
+/* Set in a test build only through the extension's _killpoint(): see killpoint.c. */
+extern _Atomic int shmipc_killpoints_armed;
+void shmipc_killpoint_hit(int point);
+#define KILLPOINT(p)                                                                   \
+    do {                                                                               \
+        if (__builtin_expect(atomic_load_explicit(&shmipc_killpoints_armed,            \
+                                                  memory_order_relaxed), 0))           \
+            shmipc_killpoint_hit(p);                                                   \
+    } while (0)
+enum {
+    KP_LOCKED = 1,      /* a lock was just taken (the holder word is stored: one step) */
+    KP_SEND_COPIED,     /* a frame is written, the write position not yet stored */
+    KP_SEND_COMMITTED,  /* the write position is stored, the lock still held */
+    KP_RECV_COPIED,     /* a message is copied out (or claimed), the read position not stored */
+    KP_RECV_COMMITTED,  /* the read position is stored, the lock still held */
+    KP_SLEEPING,        /* registered as a sleeper, about to sleep */
+    KP_TAKEOVER,        /* a dead holder's lock was just taken over */
+    KP_COUNT
+};
+
+struct shmipc_channel {
+    struct shmipc_header *hdr;
+    uint8_t *data;
+    uint64_t capacity, mask, max_message;
+    void *map_base;  /* non-NULL when shmipc_channel_open mapped it (we unmap it) */
+    size_t map_size;
+    sem_t *_Atomic sems[ROLES]; /* swapped by follow_semaphore_generation under `follow` */
+    pthread_mutex_t follow;
+    uint32_t sem_generation;
+    uint64_t key; /* the first 8 bytes of the channel id, copied at attach */
+    sem_t *retired[8][ROLES]; /* semaphores of older generations, closed with the handle */
+    int nretired;
+    int64_t spin_ns;
+    shmipc_interrupt_fn interrupt;
+    void *interrupt_arg;
+    /* this process as a holder: recomputed after fork */
+    uint64_t me;
+    unsigned me_epoch;
+    /* positions last seen of the other side (a producer's view of read_position, a consumer's
+     * view of write_position); only ever behind the truth, refreshed when they look full or
+     * empty. Guarded by the respective lock. */
+    uint64_t seen_read, seen_write;
+    /* open claims: the lock held and where */
+    bool send_claimed, recv_claimed;
+    uint64_t send_position, send_room, recv_next, recv_count;
+};
+
+static inline sem_t *sem_of(shmipc_channel *ch, int role) {
+    return atomic_load_explicit(&ch->sems[role], memory_order_acquire);
+}
+
+/* identity.c */
+uint64_t identity_of_self(shmipc_channel *ch);
+int identity_alive(shmipc_channel *ch, uint64_t who);
+
+/* lock.c */
+int lock_acquire(shmipc_channel *ch, int role, int64_t deadline, int flags);
+void lock_release(shmipc_channel *ch, int role);
+
+/* wait.c */
+int64_t now_ns(void);
+int64_t deadline_after(int64_t timeout_ns);
+int slot_register(shmipc_channel *ch, int role);
+void slot_unregister(shmipc_channel *ch, int slot);
+/* Sleep on a role's semaphore until a token, the end of a slice or the deadline: SHMIPC_OK
+ * (woken, or a signal), 1 (the slice ended without a token), SHMIPC_EINTR. */
+int sleep_on(shmipc_channel *ch, int role, int64_t deadline, bool registered);
+void wake(shmipc_channel *ch, int role);
+void wake_all(shmipc_channel *ch, int role);
+void repair_sleepers(shmipc_channel *ch);
+void follow_semaphore_generation(shmipc_channel *ch);
+int open_semaphores(shmipc_channel *ch, uint32_t generation, sem_t *out[ROLES]);
+void cpu_relax(void);
+int held_by_this_thread(const shmipc_channel *ch, int role);
+void note_held(const shmipc_channel *ch, int role, bool held);
+
+/* header.c */
+int header_validate(const void *base, size_t size);
+uint32_t header_crc(const struct shmipc_header *h);
+
+#endif /* SHMIPC_CORE_H */
