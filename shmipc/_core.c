@@ -16,6 +16,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "core.h"
 #include "shmipc.h"
@@ -768,6 +769,13 @@ static PyObject *CoreChannel_holder_alive(CoreChannel *self, PyObject *word) {
     return PyBool_FromLong(shmipc_channel_holder_alive(self->ch, holder));
 }
 
+static PyObject *CoreChannel_sleeps(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    return Py_BuildValue("KK", (unsigned long long)atomic_load(&self->ch->sleeps_woken),
+                         (unsigned long long)atomic_load(&self->ch->sleeps_expired));
+}
+
 static PyObject *CoreChannel_get_spin(CoreChannel *self, void *closure) {
     (void)closure;
     if (self->ch == NULL) return closed_handle();
@@ -865,6 +873,8 @@ static PyMethodDef CoreChannel_methods[] = {
      "Private: commit the first n bytes of the claim as a message, or abort it (None)."},
     {"_state", (PyCFunction)CoreChannel_state, METH_NOARGS,
      "Private: the shared counters and flags, as a dict."},
+    {"_sleeps", (PyCFunction)CoreChannel_sleeps, METH_NOARGS,
+     "Private: (sleeps ended by a wake-up, sleeps whose slice ran out) of this handle."},
     {"_holder_alive", (PyCFunction)CoreChannel_holder_alive, METH_O,
      "Private: judge a holder identity word as a waiter would (False: proven dead)."},
     {"_detach", (PyCFunction)CoreChannel_detach, METH_NOARGS,
@@ -951,7 +961,31 @@ static PyObject *core_header_offsets(PyObject *mod, PyObject *unused) {
 #undef OFF
 }
 
+static PyObject *core_judge_holder(PyObject *mod, PyObject *args) {
+    (void)mod;
+    Py_buffer header;
+    unsigned long long word;
+    if (!PyArg_ParseTuple(args, "y*K:judge_holder", &header, &word)) return NULL;
+    if (header.len < SHMIPC_HEADER_SIZE) {
+        PyBuffer_Release(&header);
+        PyErr_SetString(PyExc_ValueError, "a channel header is 4096 bytes");
+        return NULL;
+    }
+    /* A private copy: judging reads the namespace table, and changes nothing. */
+    struct shmipc_header copy;
+    memcpy(&copy, header.buf, sizeof copy);
+    PyBuffer_Release(&header);
+    char state;
+    int verdict;
+    Py_BEGIN_ALLOW_THREADS verdict = identity_judge(identity_observer(&copy), word, &state);
+    Py_END_ALLOW_THREADS return Py_BuildValue(
+        "sC", verdict > 0 ? "alive" : verdict == 0 ? "dead" : "unknown", (int)state);
+}
+
 static PyMethodDef module_methods[] = {
+    {"judge_holder", core_judge_holder, METH_VARARGS,
+     "judge_holder(header, word)\n--\n\nJudge a lock holder's identity word as a waiter would, "
+     "changing nothing: ('alive' | 'dead' | 'unknown', /proc state letter or '?')."},
     {"semaphore_name", core_semaphore_name, METH_VARARGS,
      "semaphore_name(channel_id, generation, role)\n--\n\nThe POSIX name of a channel's "
      "semaphore, as the core derives it."},

@@ -190,8 +190,13 @@ class Channel(_core.CoreChannel):
                                      initial_position=initial_position)
             names = sync.create_semaphores(channel_id, 0, mode)
             channel = cls(mapping, info, path=path, fd=fd, codec=codec)
-            os.link(aside, path)
-        except BaseException as exc:
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"{path!r} was created by another process meanwhile; open it with "
+                    f"{cls.__name__}.open") from None
+        except BaseException:
             if channel is not None:
                 channel.close()  # and with it the mapping and the descriptor
             else:
@@ -203,10 +208,6 @@ class Channel(_core.CoreChannel):
                 sync.unlink_semaphore(name)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(aside)
-            if isinstance(exc, FileExistsError):
-                raise FileExistsError(
-                    f"{path!r} was created by another process meanwhile; open it with "
-                    f"{cls.__name__}.open") from None
             raise
         os.unlink(aside)
         return channel

@@ -33,6 +33,7 @@ import mmap
 import os
 import re
 import stat
+import struct
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ import posix_ipc
 
 import shmipc
 
-from . import layout, ring, sync
+from . import _core, layout, sync
 from .channel import DEFAULT_CAPACITY, Channel
 from .codec import Codec
 from .errors import (
@@ -85,8 +86,7 @@ JSON forms of values JSON lacks (recv writes them, send reads them back):
   {"$map": [[KEY, VALUE], ...]}     a map with keys that are not all strings
 A JSON object with exactly one of these keys (and "data" for $ext) is read as that value."""
 
-ROLE_NAMES = {"p": "producer lock", "c": "consumer lock", "i": "items (wake-ups)",
-              "s": "space (wake-ups)"}
+ROLE_NAMES = {"i": "items", "s": "space", "p": "producer lock", "c": "consumer lock"}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SEM_PATH = "/dev/shm/sem."
@@ -202,23 +202,25 @@ class SemaphoreState:
 
 @dataclass(frozen=True)
 class HolderState:
-    """A lock holder slot of the header, decoded (see :mod:`shmipc.sync`)."""
+    """A lock word of the header, decoded: who holds the lock, judged as a waiter would."""
 
     lock: str
     raw: int
     pid: int
-    released: bool
-    alive: bool
+    verdict: str  # "free", "alive", "dead" or "unknown" (another pid namespace, hidepid)
+    state: str  # the holder's /proc state letter ("R", "S", "T" stopped, ...) or "?"
 
     def describe(self) -> str:
         """A short sentence for the text output of ``inspect``."""
         if self.raw == 0:
-            return "free (never taken)"
-        life = "running" if self.alive else "exited"
-        if self.released:
-            return f"free (last held by pid {self.pid}, {life})"
-        if self.alive:
-            return f"held by pid {self.pid} (running)"
+            return "free"
+        if self.verdict == "alive":
+            how = "stopped: its side waits until it continues" if self.state in "tT" \
+                else "running"
+            return f"held by pid {self.pid} ({how})"
+        if self.verdict == "unknown":
+            return (f"held by pid {self.pid} (in another pid namespace or hidden: it is "
+                    "never taken over from here)")
         side = self.lock.split()[0]
         return (f"held by pid {self.pid}, which has exited: the next {side} that waits "
                 "takes the lock over")
@@ -239,22 +241,18 @@ class ChannelState:
     sent: int
     received: int
     closed: bool
-    sender_waiting: bool
+    receivers_waiting: int
+    senders_waiting: int
+    semaphore_generation: int
     recoveries: int
     holders: tuple[HolderState, ...]
     semaphores: tuple[SemaphoreState, ...] = field(default=())
 
     @property
     def used(self) -> int:
-        """Bytes taken by unread messages (at most the capacity).
-
-        Frames: the distance between the positions (frame headers and padding included).
-        Records: unread records times the record size, from the counters alone, so it holds
-        whatever unit the record channel counts its positions in.
-        """
-        if self.info.kind is ChannelKind.RECORDS:
-            return min(self.messages * self.info.record_size, self.info.capacity)
-        return min(ring.used_bytes(self.write_position, self.read_position), self.info.capacity)
+        """Bytes taken by unread frames, headers and padding included (at most the capacity)."""
+        return min((self.write_position - self.read_position) & layout.U64_MASK,
+                   self.info.capacity)
 
     @property
     def messages(self) -> int:
@@ -276,8 +274,8 @@ class ChannelState:
             "created_ns": info.created_ns,
             "header_size": info.header_size,
             "capacity": info.capacity,
-            "max_message_size": (ring.max_message_size(info.capacity)
-                                 if info.kind is ChannelKind.FRAMES else None),
+            "max_message_size": (layout.max_message_size(info.capacity)
+                                 if info.kind is ChannelKind.FRAMES else info.record_size),
             "used": self.used,
             "used_percent": round(100.0 * self.used / info.capacity, 2),
             "messages": self.messages,
@@ -286,7 +284,9 @@ class ChannelState:
             "closed": self.closed,
             "write_position": self.write_position,
             "read_position": self.read_position,
-            "sender_waiting": self.sender_waiting,
+            "receivers_waiting": self.receivers_waiting,
+            "senders_waiting": self.senders_waiting,
+            "semaphore_generation": self.semaphore_generation,
             "recoveries": self.recoveries,
             "file_size": self.file_size,
             "file_mode": f"{self.file_mode:04o}",
@@ -297,8 +297,8 @@ class ChannelState:
                 for s in self.semaphores
             },
             "holders": {
-                h.lock.split()[0]: {"raw": h.raw, "pid": h.pid, "released": h.released,
-                                    "alive": h.alive, "held": bool(h.raw) and not h.released}
+                h.lock.split()[0]: {"raw": h.raw, "pid": h.pid, "held": bool(h.raw),
+                                    "verdict": h.verdict, "state": h.state}
                 for h in self.holders
             },
         }
@@ -320,14 +320,14 @@ def _open_channel_file(path: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-def _semaphore_names(info: layout.HeaderInfo) -> dict[str, str]:
-    """The channel's semaphores by role: the four standard roles, plus any other name with the
-    channel's prefix that exists now (a record channel may use roles of its own)."""
-    names = {role: sync.semaphore_name(info.channel_id, role) for role in sync.ROLES}
+def _semaphore_names(info: layout.HeaderInfo, generation: int) -> dict[str, str]:
+    """The channel's semaphores by role: the four of the header's generation, plus any other
+    name with the channel's prefix that exists now (left by an older generation)."""
+    names = sync.semaphore_names(info.channel_id, generation)
     prefix = f"/{sync.NAME_PREFIX}{info.channel_id.hex()}-"
     for name in sync.list_semaphores():
-        if name.startswith(prefix):
-            names.setdefault(name[len(prefix):], name)
+        if name.startswith(prefix) and name not in names.values():
+            names[name[len(prefix):]] = name
     return names
 
 
@@ -377,43 +377,34 @@ def read_state(path: str, *, semaphores: bool = True) -> ChannelState:
         header = os.pread(fd, HEADER_SIZE, 0)
         info = layout.parse(header, path=path, file_size=st.st_size)
         with mmap.mmap(fd, HEADER_SIZE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as mm:
-            view = memoryview(mm)
-            hq, hi = view.cast("Q"), view.cast("I")
-            try:
-                for _ in range(1000):
-                    # Each counter is read on the side that lags first, so w >= r and
-                    # sent >= received; an unchanged r around the read of w makes the pair
-                    # one instant's.
-                    received, r = hq[layout.Q_RECEIVED], hq[layout.Q_READ]
-                    sent, w = hq[layout.Q_SENT], hq[layout.Q_WRITE]
-                    if hq[layout.Q_READ] == r and hq[layout.Q_RECEIVED] == received:
-                        break
-                closed, waiting = bool(hi[layout.I_CLOSED]), bool(hi[layout.I_SENDER_WAITING])
-                recoveries = hq[layout.Q_RECOVERIES]
-                holder_values = (hq[layout.Q_PRODUCER_HOLDER], hq[layout.Q_CONSUMER_HOLDER])
-            finally:
-                hi.release()
-                hq.release()
-                view.release()
+            for _ in range(1000):
+                # One snapshot of the live fields; taken again while the read position moved
+                # during the copy, so that the pair of positions is one instant's.
+                live = layout.LIVE.unpack_from(mm, layout.WRITE_POSITION)
+                if layout.LIVE.unpack_from(mm, layout.WRITE_POSITION)[3] == live[3]:
+                    break
+            header = mm[:HEADER_SIZE]
     finally:
         os.close(fd)
-    misaligned = info.kind is ChannelKind.FRAMES and (w & 7 or r & 7)
-    if misaligned or ring.used_bytes(w, r) > info.capacity:
+    (w, sent, producer_lock, r, received, consumer_lock, closed, generation,
+     recoveries) = live
+    if w & 7 or r & 7 or (w - r) & layout.U64_MASK > info.capacity:
         raise shmipc.CorruptChannel(
             f"{path}: positions are impossible (write {w}, read {r}, capacity "
             f"{info.capacity}); the file was overwritten by something else than shmipc",
             path=path)
-    holders = tuple(
-        HolderState(lock, value, sync.token_pid(value), sync.token_released(value),
-                    sync.token_alive(value))
-        for lock, value in zip(("producer lock", "consumer lock"), holder_values, strict=True)
-    )
+    sleepers = struct.unpack_from("<4Q", header, layout.SLEEPERS)
+    holders = []
+    for lock, word in (("producer lock", producer_lock), ("consumer lock", consumer_lock)):
+        verdict, letter = _core.judge_holder(header, word) if word else ("free", "?")
+        holders.append(HolderState(lock, word, layout.identity_pid(word), verdict, letter))
     sems: tuple[SemaphoreState, ...] = ()
     if semaphores:
         sems = tuple(_probe_semaphore(role, name)
-                     for role, name in _semaphore_names(info).items())
+                     for role, name in _semaphore_names(info, generation).items())
     return ChannelState(path, info, st.st_size, stat.S_IMODE(st.st_mode), st.st_uid, w, r,
-                        sent, received, closed, waiting, recoveries, holders, sems)
+                        sent, received, bool(closed), sleepers[0].bit_count(),
+                        sleepers[1].bit_count(), generation, recoveries, tuple(holders), sems)
 
 
 def _owner(uid: int) -> str:
@@ -432,7 +423,7 @@ def format_state(state: ChannelState) -> str:
     if info.kind is ChannelKind.FRAMES:
         kind = "frames (msgpack objects and bytes)"
         capacity = (f"{info.capacity} bytes (largest message "
-                    f"{ring.max_message_size(info.capacity)} bytes)")
+                    f"{layout.max_message_size(info.capacity)} bytes)")
     else:
         kind = f"records of {info.record_size} bytes"
         capacity = f"{info.capacity} bytes"
@@ -456,8 +447,9 @@ def format_state(state: ChannelState) -> str:
         ("closed", "yes: closed for sending" if state.closed else "no"),
         ("write position", str(state.write_position)),
         ("read position", str(state.read_position)),
-        ("sender waiting", "yes: a producer sleeps on a full ring" if state.sender_waiting
-         else "no"),
+        ("receivers", f"{state.receivers_waiting} asleep waiting for a message"),
+        ("senders", f"{state.senders_waiting} asleep waiting for room"
+         + (" (a producer sleeps on a full ring)" if state.senders_waiting else "")),
         ("recoveries", f"{state.recoveries} dead lock holders taken over"),
     ]
     for holder in state.holders:
@@ -687,10 +679,12 @@ def cmd_unlink(args: argparse.Namespace) -> int:
                        "removed: rm it, then run `shmipc cleanup`") from None
     finally:
         os.close(fd)
-    names = _semaphore_names(info)
     # The file first: a process that opened it afterwards would rebuild the names we remove.
     os.unlink(path)
-    for name in names.values():
+    prefix = f"/{sync.NAME_PREFIX}{info.channel_id.hex()}-"
+    for name in sync.list_semaphores():
+        if not name.startswith(prefix):
+            continue
         try:
             sync.unlink_semaphore(name)
         except posix_ipc.PermissionsError:

@@ -12,6 +12,7 @@ record's frame (8 bytes of header plus the record padded to 8).
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from typing import Any
@@ -32,6 +33,14 @@ DEFAULT_SLOTS = 4096
 def slots_for(info: HeaderInfo) -> int:
     """Records the ring of the record channel described by ``info`` holds at once."""
     return info.capacity // layout.frame_size(info.record_size)
+
+
+def _decode_record(record: Record, payload: bytes) -> Any:
+    if len(payload) != record.size:
+        raise DecodeError(f"a message of {len(payload)} bytes arrived on a channel of "
+                          f"{record.size}-byte {record.name} records: it was not sent through a "
+                          "RecordChannel", payload=payload)
+    return record.unpack(payload)
 
 
 class RecordChannel(Channel):
@@ -75,14 +84,9 @@ class RecordChannel(Channel):
         # instances of the caller's class.
         self.record = record
         self._struct = record.struct
-        self._set_codec(record.pack, self._decode_record)
-
-    def _decode_record(self, payload: bytes) -> Any:
-        if len(payload) != self.record.size:
-            raise DecodeError(f"a message of {len(payload)} bytes arrived on a channel of "
-                              f"{self.record.size}-byte {self.record.name} records: it was not "
-                              "sent through a RecordChannel", payload=payload)
-        return self.record.unpack(payload)
+        # Not a bound method: the core keeps the decoder, and a reference back to this handle
+        # would make a cycle that keeps a dropped handle (and its descriptor) alive.
+        self._set_codec(record.pack, functools.partial(_decode_record, record))
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -247,6 +247,7 @@ int shmipc_channel_send(shmipc_channel *ch, const void *data, size_t len, int64_
 
 int shmipc_channel_sendv(shmipc_channel *ch, const struct iovec *msgs, size_t count,
                          size_t *sent, int64_t timeout_ns, int flags) {
+    refresh_after_fork(ch);
     if (sent != NULL) *sent = 0;
     if (ch->send_claimed) return SHMIPC_EINVAL;
     for (size_t i = 0; i < count; i++)
@@ -284,6 +285,7 @@ int shmipc_channel_sendv(shmipc_channel *ch, const struct iovec *msgs, size_t co
 
 int shmipc_channel_send_claim(shmipc_channel *ch, size_t len, size_t *offset,
                               int64_t timeout_ns, int flags) {
+    refresh_after_fork(ch);
     if (ch->send_claimed) return SHMIPC_EINVAL;
     if (len > ch->max_message) return SHMIPC_ETOOBIG;
     int64_t deadline = deadline_after(timeout_ns);
@@ -326,6 +328,7 @@ void shmipc_channel_send_abort(shmipc_channel *ch) {
 }
 
 int shmipc_channel_close_send(shmipc_channel *ch, int64_t timeout_ns) {
+    refresh_after_fork(ch);
     if (ch->send_claimed) return SHMIPC_EINVAL;
     int rc = lock_acquire(ch, ROLE_PLOCK, deadline_after(timeout_ns), 0);
     if (rc != SHMIPC_OK) return rc;
@@ -432,6 +435,7 @@ static int locate_frame(shmipc_channel *ch, uint64_t r, uint64_t w, shmipc_slice
 
 int shmipc_channel_recv_claim_many(shmipc_channel *ch, shmipc_slice *msgs, size_t max,
                                    size_t *count, int64_t timeout_ns, int flags) {
+    refresh_after_fork(ch);
     *count = 0;
     if (ch->recv_claimed || max == 0) return SHMIPC_EINVAL;
     uint64_t r, w;

@@ -137,6 +137,8 @@ struct shmipc_channel {
      * view of write_position); only ever behind the truth, refreshed when they look full or
      * empty. Guarded by the respective lock. */
     uint64_t seen_read, seen_write;
+    /* sleeps of this handle that ended by a token, and without one (diagnostics) */
+    _Atomic uint64_t sleeps_woken, sleeps_expired;
     /* open claims: the lock held and where */
     bool send_claimed, recv_claimed;
     uint64_t send_position, send_room, recv_next, recv_count;
@@ -147,8 +149,12 @@ static inline sem_t *sem_of(shmipc_channel *ch, int role) {
 }
 
 /* identity.c */
-uint64_t identity_of_self(shmipc_channel *ch);
-int identity_alive(shmipc_channel *ch, uint64_t who);
+uint64_t identity_of_self(shmipc_channel *ch);          /* registers our namespace */
+uint64_t identity_observer(struct shmipc_header *h);    /* changes nothing in the header */
+/* 1 alive, 0 proven dead, -1 cannot be judged; *state (if not NULL) the /proc state letter. */
+int identity_judge(uint64_t me, uint64_t who, char *state);
+int identity_alive(shmipc_channel *ch, uint64_t who);   /* alive or cannot be judged */
+void refresh_after_fork(shmipc_channel *ch);            /* first thing in every call */
 
 /* lock.c */
 int lock_acquire(shmipc_channel *ch, int role, int64_t deadline, int flags);
@@ -170,6 +176,7 @@ int open_semaphores(shmipc_channel *ch, uint32_t generation, sem_t *out[ROLES]);
 void cpu_relax(void);
 int held_by_this_thread(const shmipc_channel *ch, int role);
 void note_held(const shmipc_channel *ch, int role, bool held);
+void forget_held_locks(void);
 
 /* header.c */
 int header_validate(const void *base, size_t size);

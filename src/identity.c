@@ -25,9 +25,22 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void after_fork_in_child(void) {
     atomic_fetch_add_explicit(&fork_epoch, 1, memory_order_relaxed);
+    forget_held_locks(); /* held by the parent's threads, not by this child */
 }
 
+
 static void install_atfork(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
+
+void refresh_after_fork(shmipc_channel *ch) {
+    pthread_once(&atfork_once, install_atfork);
+    if (__builtin_expect(ch->me_epoch == atomic_load_explicit(&fork_epoch, memory_order_relaxed),
+                         1))
+        return;
+    /* A claim open at fork() belongs to the parent: it holds that lock, not this child. */
+    ch->send_claimed = false;
+    ch->recv_claimed = false;
+    identity_of_self(ch);
+}
 
 /* Read /proc/<pid>/stat: its state letter and start time (field 22). Returns 0 on success,
  * -1 with errno set otherwise. The command name (field 2) may hold spaces and parentheses, so
@@ -79,18 +92,19 @@ static long proc_threads(pid_t pid) {
     return p ? strtol(p + 9, NULL, 10) : -1;
 }
 
-/* Index+1 of this process's pid namespace in the header's table, registering it if it is new;
- * 0 if it cannot be known (no /proc) or the table is full. */
-static unsigned namespace_index(shmipc_channel *ch) {
+/* Index+1 of this process's pid namespace in the header's table, 0 if it cannot be known (no
+ * /proc) or is not there; with `add`, a namespace not yet in the table is registered (0 if
+ * the table is full). */
+static unsigned namespace_index(struct shmipc_header *h, bool add) {
     struct stat st;
     if (stat("/proc/self/ns/pid", &st) != 0 || st.st_ino == 0) return 0;
     uint64_t ino = (uint64_t)st.st_ino;
     for (unsigned i = 0; i < NAMESPACE_SLOTS; i++) {
-        uint64_t seen = atomic_load_explicit(&ch->hdr->namespaces[i], memory_order_acquire);
+        uint64_t seen = atomic_load_explicit(&h->namespaces[i], memory_order_acquire);
         if (seen == ino) return i + 1;
-        if (seen == 0) {
+        if (seen == 0 && add) {
             uint64_t expected = 0;
-            if (atomic_compare_exchange_strong_explicit(&ch->hdr->namespaces[i], &expected, ino,
+            if (atomic_compare_exchange_strong_explicit(&h->namespaces[i], &expected, ino,
                                                         memory_order_acq_rel,
                                                         memory_order_acquire) ||
                 expected == ino)
@@ -100,38 +114,51 @@ static unsigned namespace_index(shmipc_channel *ch) {
     return 0;
 }
 
-uint64_t identity_of_self(shmipc_channel *ch) {
-    pthread_once(&atfork_once, install_atfork);
-    unsigned epoch = atomic_load_explicit(&fork_epoch, memory_order_relaxed);
-    if (__builtin_expect(ch->me != 0 && ch->me_epoch == epoch, 1)) return ch->me;
+static uint64_t identity_in(struct shmipc_header *h, bool add) {
     pid_t pid = getpid();
     char state;
     uint64_t start = 0;
     /* Without our own start time nobody could judge us: say "unknown namespace" then. */
-    uint64_t ns = proc_stat(pid, &state, &start) == 0 ? namespace_index(ch) : 0;
-    ch->me = ((uint64_t)pid & ((1u << ID_PID_BITS) - 1)) | (ns << ID_NS_SHIFT) |
-             ((start & (((uint64_t)1 << 36) - 1)) << ID_START_SHIFT);
+    uint64_t ns = proc_stat(pid, &state, &start) == 0 ? namespace_index(h, add) : 0;
+    return ((uint64_t)pid & ((1u << ID_PID_BITS) - 1)) | (ns << ID_NS_SHIFT) |
+           ((start & (((uint64_t)1 << 36) - 1)) << ID_START_SHIFT);
+}
+
+uint64_t identity_of_self(shmipc_channel *ch) {
+    pthread_once(&atfork_once, install_atfork);
+    unsigned epoch = atomic_load_explicit(&fork_epoch, memory_order_relaxed);
+    if (__builtin_expect(ch->me != 0 && ch->me_epoch == epoch, 1)) return ch->me;
+    ch->me = identity_in(ch->hdr, true);
     ch->me_epoch = epoch;
     return ch->me;
 }
 
-int identity_alive(shmipc_channel *ch, uint64_t who) {
-    uint64_t me = identity_of_self(ch);
+uint64_t identity_observer(struct shmipc_header *h) { return identity_in(h, false); }
+
+int identity_judge(uint64_t me, uint64_t who, char *state) {
+    char letter = '?';
+    if (state != NULL) *state = letter;
     pid_t pid = (pid_t)ID_PID(who);
     if (pid == 0) return 0; /* not an identity at all: a garbage word holds nothing */
-    if (ID_NS(who) == 0 || ID_NS(me) == 0 || ID_NS(who) != ID_NS(me)) return 1;
-    if (pid == getpid()) return ID_START(who) == ID_START(me); /* another thread, or a
-                                                                   previous user of our pid */
+    if (ID_NS(who) == 0 || ID_NS(me) == 0 || ID_NS(who) != ID_NS(me)) return -1;
+    if (pid == getpid()) { /* another thread of ours, or a previous user of our pid */
+        if (state != NULL) *state = 'R';
+        return ID_START(who) == ID_START(me);
+    }
     if (kill(pid, 0) != 0 && errno == ESRCH) return 0;
-    char state;
     uint64_t start;
-    if (proc_stat(pid, &state, &start) != 0) {
+    if (proc_stat(pid, &letter, &start) != 0) {
         /* Gone since kill() (dead), or hidden from us by hidepid (cannot judge). */
-        return !(kill(pid, 0) != 0 && errno == ESRCH);
+        return kill(pid, 0) != 0 && errno == ESRCH ? 0 : -1;
     }
     if ((start & (((uint64_t)1 << 36) - 1)) != ID_START(who)) return 0; /* pid reused */
-    if (state == 'Z' || state == 'X') return proc_threads(pid) > 1;
+    if (state != NULL) *state = letter;
+    if (letter == 'Z' || letter == 'X') return proc_threads(pid) > 1;
     return 1;
+}
+
+int identity_alive(shmipc_channel *ch, uint64_t who) {
+    return identity_judge(identity_of_self(ch), who, NULL) != 0;
 }
 
 int shmipc_channel_holder_alive(shmipc_channel *ch, uint64_t holder) {

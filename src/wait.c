@@ -143,9 +143,15 @@ int sleep_on(shmipc_channel *ch, int role, int64_t deadline, bool registered) {
     if (deadline >= 0 && deadline < until) until = deadline;
     struct timespec ts = {until / 1000000000LL, until % 1000000000LL};
     KILLPOINT(KP_SLEEPING);
-    if (sem_clockwait(sem_of(ch, role), CLOCK_MONOTONIC, &ts) == 0) return SHMIPC_OK;
+    if (sem_clockwait(sem_of(ch, role), CLOCK_MONOTONIC, &ts) == 0) {
+        atomic_fetch_add_explicit(&ch->sleeps_woken, 1, memory_order_relaxed);
+        return SHMIPC_OK;
+    }
     int timed_out = errno == ETIMEDOUT;
-    if (timed_out) repair_sleepers(ch);
+    if (timed_out) {
+        atomic_fetch_add_explicit(&ch->sleeps_expired, 1, memory_order_relaxed);
+        repair_sleepers(ch);
+    }
     /* PEP 475: after a signal, and after every slice, ask whether the wait should end. */
     if (ch->interrupt != NULL && ch->interrupt(ch->interrupt_arg) != 0) return SHMIPC_EINTR;
     return timed_out ? 1 : SHMIPC_OK;
@@ -177,6 +183,8 @@ static __thread struct {
     int role;
 } held[8];
 static __thread int nheld;
+
+void forget_held_locks(void) { nheld = 0; }
 
 int held_by_this_thread(const shmipc_channel *ch, int role) {
     uint64_t key = ch->key;

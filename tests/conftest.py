@@ -56,8 +56,8 @@ TEST_TIMEOUT = 300
 @pytest.fixture(autouse=True)
 def watchdog() -> Iterator[None]:
     """Fail a hung test (a parent iterating a channel whose child died, say) instead of letting
-    it eat the CI budget. The alarm's exception ends a blocked semaphore wait
-    (``sync.timed_wait``); forked children do not inherit the alarm."""
+    it eat the CI budget. The alarm's exception ends a blocked wait in the core (PEP 475);
+    forked children do not inherit the alarm."""
 
     def expired(signum: int, frame: object) -> None:
         raise TimeoutError(f"the test ran longer than {TEST_TIMEOUT} s: it hangs")
@@ -87,9 +87,7 @@ def unlink_channel_names(path: Path) -> None:
     except OSError:
         return
     if len(header) >= 48 and header[:8] == shmipc.layout.MAGIC:
-        channel_id = header[32:48]
-        for role in sync.ROLES:
-            sync.unlink_semaphore(sync.semaphore_name(channel_id, role))
+        sync.unlink_channel_semaphores(header[32:48])
     try:
         os.unlink(path)
     except OSError:

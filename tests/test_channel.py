@@ -9,6 +9,7 @@ import queue
 import random
 import stat
 import struct
+import sys
 import time
 import zlib
 
@@ -158,9 +159,35 @@ def test_semaphores_are_rebuilt_after_removal(channel_path):
     """, str(channel_path))
     assert read.returncode == 0, read.stderr
     assert read.stdout.strip() == str(list(range(10)))
+    with shmipc.Channel.open(channel_path) as ch:
+        rebuilt = ch.semaphore_names
+        assert ch.statistics().semaphore_generation == 1  # a new set, under new names
+    assert set(rebuilt.values()).isdisjoint(names.values())
     for name in names.values():
+        assert not os.path.exists(f"/dev/shm/sem.{name[1:]}")
+    for name in rebuilt.values():
         st = os.stat(f"/dev/shm/sem.{name[1:]}")
         assert st.st_mode & 0o777 == 0o600
+
+
+def test_regression_live_handles_follow_semaphores_rebuilt_under_them(channel_path):
+    # systemd's RemoveIPC or a cleanup removes the names while processes use the channel; the
+    # next open rebuilds a new set. A consumer asleep on the old set must still be woken: it
+    # follows the header's semaphore generation on its next sleep.
+    ch = shmipc.Channel.create(channel_path, 1 << 16)
+    ch.spin = 0
+    child_done = fork_run(lambda: ch.recv(timeout=20) == "wake" or sys.exit(3))
+    deadline = time.monotonic() + 10
+    while ch.statistics().receivers_waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for name in ch.semaphore_names.values():
+        assert sync.unlink_semaphore(name)
+    with shmipc.Channel.open(channel_path) as other:
+        assert other.statistics().semaphore_generation == 1
+        time.sleep(0.6)  # the sleeper's slice ends: it moves to the new set
+        other.send("wake")
+    assert join(child_done, timeout=20) == 0
+    ch.close()
 
 
 def test_files_and_semaphores_are_private_by_default(channel_path):

@@ -1,4 +1,4 @@
-"""The fast paths: wake-ups only to sleepers, spinning, batch frames, zero-copy receive."""
+"""The fast paths: wake-ups only to sleepers, spinning, batches, zero-copy receive and send."""
 
 from __future__ import annotations
 
@@ -17,11 +17,7 @@ from shmipc import layout
 
 
 def receivers_waiting(ch: shmipc.Channel) -> int:
-    hi = ch._mapping.buffer[:layout.HEADER_SIZE].cast("I")
-    try:
-        return hi[layout.I_RECEIVERS_WAITING]
-    finally:
-        hi.release()
+    return ch.statistics().receivers_waiting
 
 
 @pytest.mark.parametrize("spin", [0.0, 50e-6, 0.002])
@@ -116,18 +112,43 @@ def test_idle_blocked_receiver_uses_almost_no_cpu(make_channel):
     assert cpu < 0.1 * wall
 
 
-# --- batch frames ----------------------------------------------------------------------------
+# --- batches ---------------------------------------------------------------------------------
 
 
-def test_send_many_is_one_batch_frame(make_channel):
+def test_send_many_writes_one_frame_per_message_back_to_back(make_channel):
     ch = make_channel()
     objs = [{"name": "b", "age": i} for i in range(64)]
     ch.send_many(objs)
     stats = ch.statistics()
     assert stats.sent == 64 and stats.messages == 64
-    assert stats.used == 8 + ((len(ch._encode(objs)) + 7) & ~7)  # one frame
+    codec = shmipc.Codec()
+    assert stats.used == sum(layout.frame_size(len(codec.encode(o))) for o in objs)
     assert ch.recv_many(64, timeout=1) == objs
     assert ch.statistics().messages == 0 and ch.statistics().used == 0
+
+
+def test_regression_a_send_many_larger_than_the_ring_wakes_the_consumer_as_it_goes(
+        make_channel):
+    # 12 x 1500 B through a 4 KiB ring: the sender must commit and wake the sleeping consumer
+    # each time it stops for room, not only when the batch ends. A wake-up it failed to post
+    # would show as a consumer sleep that ended by its slice running out, not by a token.
+    ch = make_channel(capacity=4096)
+    ch.spin = 0
+    messages = [bytes([i]) * 1500 for i in range(12)]
+    result = make_channel()
+
+    def consumer() -> None:
+        ch.spin = 0
+        got = [ch.recv_bytes(timeout=30) for _ in messages]
+        result.send([got == messages, ch._sleeps()])
+
+    pid = fork_run(consumer)
+    time.sleep(0.05)  # the consumer is asleep before the batch starts
+    ch.send_many_bytes(messages, timeout=30)
+    assert join(pid) == 0
+    same, (woken, expired) = result.recv(timeout=5)
+    assert same
+    assert woken >= 1 and expired == 0
 
 
 def test_batch_taken_in_parts_by_every_receive(make_channel):

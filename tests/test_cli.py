@@ -17,7 +17,7 @@ import msgpack
 import pytest
 
 import shmipc
-from conftest import ROOT, run_python
+from conftest import ROOT, fork_run, join, run_python
 from shmipc import cli, layout, sync
 
 
@@ -69,8 +69,8 @@ def channel_id(path: Path) -> bytes:
 
 
 def names_of(path: Path) -> list[str]:
-    cid = channel_id(path)
-    return [sync.semaphore_name(cid, role) for role in sync.ROLES]
+    """The semaphore names of generation 0, in the order of sync.ROLES (i, s, p, c)."""
+    return list(sync.semaphore_names(channel_id(path)).values())
 
 
 def existing(names: list[str]) -> set[str]:
@@ -199,8 +199,8 @@ def test_runtime_errors_exit_1_with_one_line(tmp_path, channel_path):
 
     with open(channel_path, "r+b") as f:  # another format version
         f.seek(8)
-        f.write((2).to_bytes(4, "little"))
-    assert_failure(cli_run("inspect", channel_path), channel_path, "version 2")
+        f.write((1).to_bytes(4, "little"))
+    assert_failure(cli_run("inspect", channel_path), channel_path, "version 1")
 
 
 # --- inspect ----------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def test_inspect_changes_nothing_and_reports_missing_semaphores(channel_path):
     assert cli_run("create", channel_path, "--capacity", "4K").returncode == 0
     assert cli_run("send", channel_path, input='"a"\n"b"\n').returncode == 0
     names = names_of(channel_path)
-    for name in names[2:]:  # items and space gone, as after removal by hand
+    for name in names[2:]:  # the lock wake-ups gone, as after removal by hand
         sync.unlink_semaphore(name)
     before = channel_path.read_bytes(), os.stat(channel_path).st_mtime_ns
     state = json.loads(cli_run("inspect", channel_path, "--json").stdout)
@@ -253,7 +253,7 @@ def test_inspect_changes_nothing_and_reports_missing_semaphores(channel_path):
 def test_inspect_survives_a_truncated_semaphore_file(channel_path):
     # sem_open maps such a file unchecked; reading its value would fault with SIGBUS.
     assert cli_run("create", channel_path, "--capacity", "4K").returncode == 0
-    space = names_of(channel_path)[3]
+    space = names_of(channel_path)[1]
     sync.unlink_semaphore(space)
     bogus = Path(f"/dev/shm/sem.{space[1:]}")
     bogus.write_bytes(b"")
@@ -267,24 +267,48 @@ def test_inspect_survives_a_truncated_semaphore_file(channel_path):
 
 
 def test_inspect_decodes_lock_holders(channel_path):
-    assert cli_run("create", channel_path, "--capacity", "4K").returncode == 0
-    dead = int(run_python("from shmipc import sync; print(sync.next_holder_value())").stdout)
-    live = sync.next_holder_value()  # this process: running, lock not released
-    with open(channel_path, "r+b") as f:
-        os.pwrite(f.fileno(), live.to_bytes(8, "little"), layout.PRODUCER_HOLDER)
-        os.pwrite(f.fileno(), (dead | sync.RELEASED).to_bytes(8, "little"),
-                  layout.CONSUMER_HOLDER)
-    holders = json.loads(cli_run("inspect", channel_path, "--json").stdout)["holders"]
-    assert holders["producer"] == {"raw": live, "pid": os.getpid(), "released": False,
-                                   "alive": True, "held": True}
-    assert holders["consumer"]["pid"] == sync.token_pid(dead)
-    assert (holders["consumer"]["released"], holders["consumer"]["alive"]) == (True, False)
-    text = cli_run("inspect", channel_path).stdout
-    assert f"held by pid {os.getpid()} (running)" in text
-    assert f"last held by pid {sync.token_pid(dead)}, exited" in text
-    with open(channel_path, "r+b") as f:  # a holder that died holding the lock
-        os.pwrite(f.fileno(), dead.to_bytes(8, "little"), layout.PRODUCER_HOLDER)
-    assert "which has exited" in cli_run("inspect", channel_path).stdout
+    ch = shmipc.Channel.create(channel_path, 4096)
+    try:
+        ch.send("x")
+        ch._send_claim(8, None)  # this process holds the producer lock, running
+        holders = json.loads(cli_run("inspect", channel_path, "--json").stdout)["holders"]
+        producer = holders["producer"]
+        assert (producer["pid"], producer["held"], producer["verdict"]) == (os.getpid(), True,
+                                                                            "alive")
+        assert holders["consumer"] == {"raw": 0, "pid": 0, "held": False, "verdict": "free",
+                                       "state": "?"}
+        assert f"held by pid {os.getpid()} (running)" in cli_run("inspect", channel_path).stdout
+        ch._send_finish(None)
+
+        def die_holding_the_consumer_lock() -> None:
+            ch._recv_claim(None)
+            os._exit(0)  # as a SIGKILL at that instant would
+
+        dead = fork_run(die_holding_the_consumer_lock)
+        assert join(dead) == 0
+        consumer = json.loads(cli_run("inspect", channel_path, "--json").stdout)["holders"][
+            "consumer"]
+        assert (consumer["pid"], consumer["held"], consumer["verdict"]) == (dead, True, "dead")
+        assert "which has exited" in cli_run("inspect", channel_path).stdout
+        assert ch.recv(timeout=10) == "x"  # taken over: the message was not lost
+
+        def hold_the_producer_lock() -> None:
+            ch._send_claim(8, None)
+            time.sleep(60)
+
+        stopped = fork_run(hold_the_producer_lock)
+        try:
+            deadline = time.monotonic() + 10
+            while ch._state()["producer_lock"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(stopped, signal.SIGSTOP)
+            text = cli_run("inspect", channel_path).stdout
+            assert f"held by pid {stopped} (stopped" in text
+        finally:
+            os.kill(stopped, signal.SIGKILL)
+            join(stopped)
+    finally:
+        ch.close()
 
 
 def test_inspect_a_sender_blocked_on_a_full_ring(tmp_path, channel_path):
@@ -296,12 +320,13 @@ def test_inspect_a_sender_blocked_on_a_full_ring(tmp_path, channel_path):
         deadline = time.monotonic() + 30
         while True:  # polled, not timed: wait until the sender sleeps on the full ring
             state = json.loads(cli_run("inspect", channel_path, "--json").stdout)
-            if state["sender_waiting"] or time.monotonic() > deadline:
+            if state["senders_waiting"] or time.monotonic() > deadline:
                 break
-        assert state["sender_waiting"] is True
+        assert state["senders_waiting"] == 1
         assert state["used"] > 4096 - 120 and state["used_percent"] > 97
         producer = state["holders"]["producer"]
-        assert (producer["pid"], producer["held"], producer["alive"]) == (sender.pid, True, True)
+        assert (producer["pid"], producer["held"], producer["verdict"]) == (sender.pid, True,
+                                                                            "alive")
         assert state["semaphores"]["p"]["value"] == 0
         text = cli_run("inspect", channel_path).stdout
         assert f"held by pid {sender.pid} (running)" in text
@@ -539,9 +564,11 @@ def test_cleanup_removes_only_unused_names(tmp_path):
         assert existing(live_names) == set(live_names)
         assert "missing" in cli_run("inspect", stale).stdout
 
-        # The stale channel still delivers its unread messages: open rebuilds its names.
+        # The stale channel still delivers its unread messages: open rebuilds its names (a new
+        # set, generation 1).
         assert cli_run("recv", stale).stdout == "0\n1\n2\n"
-        assert existing(stale_names) == set(stale_names)
+        rebuilt = list(sync.semaphore_names(channel_id(stale), 1).values())
+        assert existing(rebuilt) == set(rebuilt)
         assert cli_run("send", live, input='"still works"\n').returncode == 0
         assert cli_run("recv", live).stdout == '"still works"\n'
         rc, _, _ = finish(holder, "")

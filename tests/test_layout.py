@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import struct
+from pathlib import Path
 
 import pytest
 
-from shmipc import layout
+from shmipc import _core, layout, sync
 from shmipc.errors import CorruptChannel, IncompatibleChannel, NotAChannel
 
 
 def test_offsets_are_pinned():
     # docs/FORMAT.md and any C reader depend on these: change them only with a new version.
     assert layout.MAGIC == b"SHMIPC\x1a\n"
-    assert layout.FORMAT_VERSION == 1
+    assert layout.FORMAT_VERSION == 2
     assert layout.HEADER_SIZE == 4096
     assert layout.FIXED.format == "<8sIIQII16sIIQI"
     assert layout.FIXED.size == 68
@@ -29,14 +31,62 @@ def test_offsets_are_pinned():
         at += struct.calcsize("<" + code)
     assert layout.FIXED_CRC_OFFSET == 64
     assert layout.SCHEMA_OFFSET == 128 and layout.SCHEMA_MAX == 256
-    assert (layout.WRITE_POSITION, layout.SENT_TOTAL, layout.PRODUCER_HOLDER) == (384, 392, 400)
-    assert (layout.READ_POSITION, layout.RECEIVED_TOTAL, layout.CONSUMER_HOLDER) == (448, 456, 464)
-    assert layout.BATCH_CURSOR == 472
-    assert (layout.CLOSED, layout.SENDER_WAITING, layout.RECOVERIES) == (512, 516, 576)
-    assert layout.RECEIVERS_WAITING == 520
+    assert (layout.WRITE_POSITION, layout.SENT_TOTAL, layout.PRODUCER_LOCK) == (384, 392, 400)
+    assert (layout.READ_POSITION, layout.RECEIVED_TOTAL, layout.CONSUMER_LOCK) == (448, 456, 464)
+    assert (layout.CLOSED, layout.SEMAPHORE_GENERATION, layout.RECOVERIES) == (512, 516, 520)
+    assert (layout.SLEEPERS, layout.NAMESPACES, layout.WAITER_SLOTS) == (576, 640, 1024)
+    assert layout.LIVE.size == layout.RECOVERIES + 8 - layout.WRITE_POSITION
     # Each side's position on its own 64-byte cache line.
     assert layout.WRITE_POSITION // 64 != layout.READ_POSITION // 64
     assert layout.WRITE_POSITION % 64 == 0 and layout.READ_POSITION % 64 == 0
+
+
+def test_the_c_compiler_lays_the_header_out_as_this_module_says():
+    c = _core._header_offsets()
+    assert {name: c[name] for name in (
+        "magic", "format_version", "header_size", "capacity", "kind", "record_size",
+        "channel_id", "creator_pid", "schema_length", "created_ns", "header_crc")} == {
+        "magic": 0, "format_version": 8, "header_size": 12, "capacity": 16, "kind": 24,
+        "record_size": 28, "channel_id": 32, "creator_pid": 48, "schema_length": 52,
+        "created_ns": 56, "header_crc": 64}
+    assert c["schema"] == layout.SCHEMA_OFFSET
+    assert c["write_position"] == layout.WRITE_POSITION
+    assert c["sent_total"] == layout.SENT_TOTAL
+    assert c["producer_lock"] == layout.PRODUCER_LOCK
+    assert c["read_position"] == layout.READ_POSITION
+    assert c["received_total"] == layout.RECEIVED_TOTAL
+    assert c["consumer_lock"] == layout.CONSUMER_LOCK
+    assert c["closed"] == layout.CLOSED
+    assert c["semaphore_generation"] == layout.SEMAPHORE_GENERATION
+    assert c["recoveries"] == layout.RECOVERIES
+    assert c["sleepers"] == layout.SLEEPERS
+    assert c["namespaces"] == layout.NAMESPACES
+    assert c["waiter_slots"] == layout.WAITER_SLOTS
+    assert _core.FORMAT_VERSION == layout.FORMAT_VERSION
+    assert _core.HEADER_SIZE == layout.HEADER_SIZE
+
+
+def test_format_md_draws_the_same_offsets():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md").read_text()
+    for name, offset in (("write_position", layout.WRITE_POSITION),
+                         ("producer_lock", layout.PRODUCER_LOCK),
+                         ("read_position", layout.READ_POSITION),
+                         ("consumer_lock", layout.CONSUMER_LOCK),
+                         ("closed", layout.CLOSED),
+                         ("semaphore_generation", layout.SEMAPHORE_GENERATION),
+                         ("recoveries", layout.RECOVERIES),
+                         ("sleepers", layout.SLEEPERS),
+                         ("namespaces", layout.NAMESPACES),
+                         ("waiter_slots", layout.WAITER_SLOTS)):
+        assert re.search(rf"\|\s*{offset}\s*\|[^|\n]*\|\s*`{name}`", text), name
+
+
+def test_semaphore_names_agree_between_python_and_c():
+    channel_id = bytes(range(16))
+    for role in sync.ROLES:
+        for generation in (0, 1, 4294967295):
+            assert (sync.semaphore_name(channel_id, role, generation)
+                    == _core.semaphore_name(channel_id, generation, role))
 
 
 @pytest.mark.parametrize(("requested", "used"), [
@@ -80,8 +130,8 @@ def test_short_header_is_corrupt():
 
 def test_other_version_is_incompatible():
     buf = fresh_header()
-    struct.pack_into("<I", buf, 8, 2)
-    with pytest.raises(IncompatibleChannel, match="version 2"):
+    struct.pack_into("<I", buf, 8, 1)
+    with pytest.raises(IncompatibleChannel, match="format version 1; .* drain it"):
         layout.parse(bytes(buf[:layout.LIVE_OFFSET]))
 
 

@@ -232,7 +232,8 @@ def test_record_channel_full_then_end_of_channel(make_record_channel):
     with pytest.raises(shmipc.Full):
         ch.send((b"a", -1), timeout=0.05)
     stats = ch.statistics()
-    assert (stats.messages, stats.free, stats.used) == (ch.slots, 0, ch.slots * 8)
+    assert (stats.messages, stats.free, stats.used) == (
+        ch.slots, 0, ch.slots * shmipc.layout.frame_size(8))
     ch.close_send()
     with pytest.raises(shmipc.ChannelClosed):
         ch.send((b"a", 0))
@@ -506,8 +507,7 @@ def test_a_producer_killed_holding_the_lock_is_recovered(make_record_channel):
     ch = make_record_channel()
 
     def die_holding_the_lock():
-        ch._psem.acquire()
-        ch._rq[shmipc.layout.Q_PRODUCER_HOLDER] = shmipc.sync.next_holder_value()
+        ch._send_claim(8, None)  # the producer lock, held
         os._exit(0)  # dies without releasing, as a SIGKILL at that instant would
 
     assert join(fork_run(die_holding_the_lock)) == 0

@@ -13,7 +13,6 @@ import pytest
 
 import shmipc
 from conftest import fork_run, join
-from shmipc import layout, sync
 
 
 def sleeps_through_signals(ch: shmipc.Channel, call, satisfy) -> None:
@@ -82,13 +81,17 @@ def test_regression_signal_during_send_on_a_full_ring(make_channel):
 def test_regression_signal_during_a_lock_wait(make_channel, role):
     ch = make_channel()
     ch.send("waiting")
-    slot = layout.Q_PRODUCER_HOLDER if role == "p" else layout.Q_CONSUMER_HOLDER
-    ch._sems[role].acquire()  # this live process holds the lock
-    ch._hq[slot] = sync.next_holder_value()
+    # This live process holds the lock: a claim keeps it until finished.
+    if role == "p":
+        ch._send_claim(8, None)
+    else:
+        ch._recv_claim(None)
 
     def release(c: shmipc.Channel) -> None:
-        c._hq[slot] |= sync.RELEASED
-        c._sems[role].release()
+        if role == "p":
+            c._send_finish(None)  # nothing sent
+        else:
+            c._recv_finish(False)  # the message stays for the child
 
     if role == "p":
         sleeps_through_signals(ch, lambda c: c.send("second", timeout=60), release)
