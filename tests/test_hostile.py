@@ -91,6 +91,7 @@ def frame_offsets(data: bytes, read: int, write: int) -> list[int]:
         out.append(offset)
         length, tag = struct.unpack_from("<II", data, offset)
         r += (CAPACITY - offset) if tag == layout.TAG_PADDING else layout.frame_size(length)
+        r &= layout.U64_MASK
     return out
 
 
