@@ -60,7 +60,8 @@ enum {
     SHMIPC_ETOOSMALL = -15,   /* the caller's buffer is smaller than the message (kept) */
     SHMIPC_EINVAL = -16,      /* a bad argument, or a claim used out of order */
     SHMIPC_EKIND = -17,       /* a record channel opened as frames, or the reverse */
-    SHMIPC_EWOULDBLOCK = -18  /* SHMIPC_TRY only: the operation would have to wait */
+    SHMIPC_EWOULDBLOCK = -18, /* SHMIPC_TRY only: the operation would have to wait */
+    SHMIPC_EDUPLICATE = -19   /* send_sequenced: that sequence was applied already */
 };
 
 /* Channel kinds (the header's kind field). */
@@ -125,6 +126,20 @@ int shmipc_channel_send(shmipc_channel *ch, const void *data, size_t len, int64_
  * is checked before anything is written: ETOOBIG sends nothing. */
 int shmipc_channel_sendv(shmipc_channel *ch, const struct iovec *msgs, size_t count,
                          size_t *sent, int64_t timeout_ns, int flags);
+
+/* Send one message stamped with an application sequence number (a JetStream stream sequence,
+ * say): the channel's applied sequence becomes `sequence` in the same commit as the message,
+ * so a process killed at any instant leaves either both or neither. A sequence not above the
+ * applied one returns SHMIPC_EDUPLICATE and sends nothing: redelivery after a crash is
+ * idempotent. Meant for one sequenced producer per channel (a bridge); other producers may
+ * send plain messages meanwhile. Returns as shmipc_channel_send, or EDUPLICATE. */
+int shmipc_channel_send_sequenced(shmipc_channel *ch, const void *data, size_t len,
+                                  uint64_t sequence, int64_t timeout_ns, int flags);
+
+/* The applied sequence (0 before any sequenced send), read under the producer lock.
+ * Returns OK, EFULL (the lock was not free before the timeout), EINTR. */
+int shmipc_channel_applied_sequence(shmipc_channel *ch, uint64_t *sequence,
+                                    int64_t timeout_ns);
 
 /* Zero-copy send: reserve room for a message of up to `len` bytes and return its offset in
  * the data area in *offset. The producer lock stays held until shmipc_channel_send_commit

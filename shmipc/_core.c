@@ -328,6 +328,51 @@ static PyObject *send_buffer(CoreChannel *self, PyObject *data, int64_t timeout_
     Py_RETURN_NONE;
 }
 
+static PyObject *CoreChannel_send_sequenced(CoreChannel *self, PyObject *const *args,
+                                            Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"data", "sequence", "timeout", NULL};
+    PyObject *a[3] = {NULL, NULL, Py_None};
+    if (parse_args("send_sequenced", names, 2, args, nargs, kwnames, a) < 0) return NULL;
+    unsigned long long sequence = PyLong_AsUnsignedLongLong(a[1]);
+    if (sequence == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (sequence == 0) {
+        PyErr_SetString(PyExc_ValueError, "a sequence starts at 1 (0 means none applied)");
+        return NULL;
+    }
+    int64_t ns;
+    if (parse_timeout(a[2], &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    Py_buffer view;
+    if (PyObject_GetBuffer(a[0], &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    int rc;
+    RUN_CORE(self, rc, ns,
+             shmipc_channel_send_sequenced(self->ch, view.buf, (size_t)view.len, sequence, ns,
+                                           flags));
+    size_t n = (size_t)view.len;
+    PyBuffer_Release(&view);
+    if (rc == SHMIPC_EDUPLICATE) Py_RETURN_FALSE;
+    if (rc != SHMIPC_OK) return raise_code(self, rc, n, ns);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *CoreChannel_applied_sequence(CoreChannel *self, PyObject *const *args,
+                                              Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (parse_args("applied_sequence", names, 0, args, nargs, kwnames, &timeout) < 0)
+        return NULL;
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    uint64_t sequence = 0;
+    int rc;
+    self->calls++;
+    Py_BEGIN_ALLOW_THREADS rc = shmipc_channel_applied_sequence(self->ch, &sequence, ns);
+    Py_END_ALLOW_THREADS self->calls--;
+    if (rc != SHMIPC_OK) return raise_code(self, rc, 0, ns);
+    return PyLong_FromUnsignedLongLong(sequence);
+}
+
 static PyObject *encode_obj(CoreChannel *self, PyObject *obj) {
     if (self->encode == NULL) {
         PyErr_SetString(PyExc_TypeError, "this channel carries no objects (no codec)");
@@ -833,6 +878,20 @@ static PyMethodDef CoreChannel_methods[] = {
     {"send_many_bytes", FAST CoreChannel_send_many_bytes, METH_FASTCALL | METH_KEYWORDS,
      "send_many_bytes(messages, timeout=None)\n--\n\nSend several raw-bytes messages under one "
      "lock acquisition (see send_many)."},
+    {"send_sequenced", FAST CoreChannel_send_sequenced, METH_FASTCALL | METH_KEYWORDS,
+     "send_sequenced(data, sequence, timeout=None)\n--\n\nSend raw bytes stamped with an "
+     "application sequence number, committed together with the message.\n\nThe channel's "
+     "applied sequence becomes ``sequence`` in the same commit as the message: a process "
+     "killed at any instant leaves both or neither. A sequence not above the applied one "
+     "sends nothing and returns False (a redelivery after a crash); else returns True. Meant "
+     "for one sequenced producer per channel, such as a bridge from a log with sequence "
+     "numbers (JetStream); others may send plain messages meanwhile.\n\nRaises:\n    "
+     "ValueError: sequence is 0.\n    MessageTooLarge, Full, ChannelClosed: as for "
+     "send_bytes."},
+    {"applied_sequence", FAST CoreChannel_applied_sequence, METH_FASTCALL | METH_KEYWORDS,
+     "applied_sequence(timeout=None)\n--\n\nThe sequence of the last message sent with "
+     "send_sequenced (0 if none), read under the producer lock.\n\nRaises:\n    Full: the "
+     "producer lock stayed held by another producer until the timeout."},
     {"close_send", FAST CoreChannel_close_send, METH_FASTCALL | METH_KEYWORDS,
      "close_send(timeout=None)\n--\n\nClose the channel for sending, for every process.\n\n"
      "Messages already sent stay and are received as usual; once they are drained, receives "
@@ -951,13 +1010,14 @@ static PyObject *core_header_offsets(PyObject *mod, PyObject *unused) {
 #define OFF(f) #f, (Py_ssize_t)offsetof(struct shmipc_header, f)
     return Py_BuildValue(
         "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:n,s:n,s:n}",
+        "s:n,s:n,s:n,s:n,s:n,s:n}",
         OFF(magic), OFF(format_version), OFF(header_size), OFF(capacity), OFF(kind),
         OFF(record_size), OFF(channel_id), OFF(creator_pid), OFF(schema_length),
         OFF(created_ns), OFF(header_crc), OFF(schema), OFF(write_position), OFF(sent_total),
         OFF(producer_lock), OFF(read_position), OFF(received_total), OFF(consumer_lock),
         OFF(closed), OFF(semaphore_generation), OFF(recoveries), OFF(sleepers),
-        OFF(namespaces), OFF(waiter_slots));
+        OFF(namespaces), OFF(sequence_last), OFF(sequence_previous), OFF(sequence_end),
+        OFF(waiter_slots));
 #undef OFF
 }
 

@@ -37,6 +37,10 @@ that this module, the C compiler's layout and the document agree). The fixed par
        576   32  sleepers          4 x u64 masks, one per role (items, space, producer lock,
                                    consumer lock): bit i = waiter slot i sleeps on that role
        640  128  namespaces        16 x u64: inode of each pid namespace seen, 0 = free
+       768    8  sequence_last     send_sequenced: the sequence of its last message...
+       776    8  sequence_previous ...the one before it...
+       784    8  sequence_end      ...and the position after that message: the applied
+                                   sequence is sequence_last once write_position reached it
       1024  512  waiter_slots      64 x u64: identity of each slot's owner, 0 = free
       4096       data area         ``capacity`` bytes of frames
 
@@ -101,6 +105,9 @@ RECOVERIES = 520
 SLEEPERS = 576
 NAMESPACES = 640
 NAMESPACE_SLOTS = 16
+SEQUENCE_LAST = 768
+SEQUENCE_PREVIOUS = 776
+SEQUENCE_END = 784
 WAITER_SLOTS = 1024
 WAITER_SLOT_COUNT = 64
 LIVE = struct.Struct("<QQQ40xQQQ40xIIQ")

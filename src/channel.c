@@ -283,6 +283,50 @@ int shmipc_channel_sendv(shmipc_channel *ch, const struct iovec *msgs, size_t co
     return rc;
 }
 
+/* Under the producer lock: the applied sequence as of write position w. */
+static uint64_t applied_sequence(shmipc_channel *ch, uint64_t w) {
+    uint64_t end = atomic_load_explicit(&ch->hdr->sequence_end, memory_order_acquire);
+    return (int64_t)(w - end) >= 0
+               ? atomic_load_explicit(&ch->hdr->sequence_last, memory_order_acquire)
+               : atomic_load_explicit(&ch->hdr->sequence_previous, memory_order_acquire);
+}
+
+int shmipc_channel_send_sequenced(shmipc_channel *ch, const void *data, size_t len,
+                                  uint64_t sequence, int64_t timeout_ns, int flags) {
+    refresh_after_fork(ch);
+    if (ch->send_claimed) return SHMIPC_EINVAL;
+    if (len > ch->max_message) return SHMIPC_ETOOBIG;
+    int64_t deadline = deadline_after(timeout_ns);
+    uint64_t w;
+    int rc = begin_send(ch, deadline, flags, &w);
+    if (rc != SHMIPC_OK) return rc;
+    uint64_t done = applied_sequence(ch, w), need = room_needed(ch, w, len);
+    if (sequence <= done) rc = SHMIPC_EDUPLICATE;
+    else rc = wait_room(ch, w, need, deadline, flags);
+    if (rc == SHMIPC_OK) {
+        /* Each store leaves a consistent answer: previous = the answer now; end = past the
+         * new frame (not reached: the answer is previous); last = the new sequence (still
+         * previous); the commit of write_position below makes it the answer. */
+        atomic_store_explicit(&ch->hdr->sequence_previous, done, memory_order_release);
+        atomic_store_explicit(&ch->hdr->sequence_end, w + need, memory_order_release);
+        atomic_store_explicit(&ch->hdr->sequence_last, sequence, memory_order_release);
+        commit_write(ch, write_frame(ch, w, data, len), 1);
+    }
+    release_producer(ch);
+    return rc;
+}
+
+int shmipc_channel_applied_sequence(shmipc_channel *ch, uint64_t *sequence,
+                                    int64_t timeout_ns) {
+    refresh_after_fork(ch);
+    int rc = lock_acquire(ch, ROLE_PLOCK, lock_deadline(deadline_after(timeout_ns)), 0);
+    if (rc != SHMIPC_OK) return rc;
+    *sequence = applied_sequence(
+        ch, atomic_load_explicit(&ch->hdr->write_position, memory_order_acquire));
+    lock_release(ch, ROLE_PLOCK);
+    return SHMIPC_OK;
+}
+
 int shmipc_channel_send_claim(shmipc_channel *ch, size_t len, size_t *offset,
                               int64_t timeout_ns, int flags) {
     refresh_after_fork(ch);

@@ -87,7 +87,12 @@ struct shmipc_header {
     _Atomic uint64_t sleepers[ROLES];       /*  576 bit i: waiter slot i sleeps on role */
     uint8_t reserved4[32];                  /*  608 */
     _Atomic uint64_t namespaces[NAMESPACE_SLOTS]; /* 640 pid namespace inodes seen, 0 = free */
-    uint8_t reserved5[256];                 /*  768 */
+    /* the sequence stamped by shmipc_channel_send_sequenced, committed with its message: it is
+     * sequence_last once write_position has reached sequence_end, else sequence_previous */
+    _Atomic uint64_t sequence_last;         /*  768 */
+    _Atomic uint64_t sequence_previous;     /*  776 */
+    _Atomic uint64_t sequence_end;          /*  784 */
+    uint8_t reserved5[232];                 /*  792 */
     _Atomic uint64_t waiter_slots[WAITER_SLOTS];  /* 1024 identity of each slot's owner */
     uint8_t reserved6[2560];                /* 1536 .. 4096 */
 };

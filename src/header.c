@@ -86,6 +86,7 @@ const char *shmipc_strerror(int code) {
     case SHMIPC_EINVAL: return "invalid argument";
     case SHMIPC_EKIND: return "another kind of channel (frames or records)";
     case SHMIPC_EWOULDBLOCK: return "the operation would wait";
+    case SHMIPC_EDUPLICATE: return "that sequence was applied already";
     default: return "unknown shmipc error";
     }
 }

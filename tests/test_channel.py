@@ -387,6 +387,37 @@ def test_timeouts_are_honoured(make_channel, timeout):
     assert timeout <= waited < timeout * 10
 
 
+def test_regression_one_deadline_covers_the_lock_wait_and_the_room_wait(make_channel):
+    # Format 1 restarted the deadline after waiting for the producer lock: send(timeout=1.0)
+    # raised Full after 1.8 s. The lock is held here for 0.6 s by a live producer, then the
+    # ring stays full: the call must give up one timeout after it started, not later.
+    ch = make_channel(capacity=4096)
+    for _ in range(7):
+        ch.send_bytes_nowait(bytes(500))  # 7 frames of 512 bytes
+    ch.send_bytes_nowait(bytes(496))  # a frame of 504: 8 bytes stay free, room for one header
+    assert ch.statistics().free == 8
+    read, write = os.pipe()
+
+    def holder() -> None:
+        ch._send_claim(0, None)  # the producer lock, held by a live process
+        os.write(write, b"h")
+        time.sleep(0.6)
+        ch._send_finish(None)
+
+    pid = fork_run(holder)
+    try:
+        assert os.read(read, 1) == b"h"
+        start = time.monotonic()
+        with pytest.raises(shmipc.Full):
+            ch.send_bytes(bytes(500), timeout=1.0)
+        waited = time.monotonic() - start
+        assert 1.0 <= waited < 1.4, waited
+        assert join(pid) == 0
+    finally:
+        os.close(read)
+        os.close(write)
+
+
 def test_blocked_sender_resumes_when_room_is_made(make_channel):
     ch = make_channel(capacity=4096)
     total = 200
@@ -507,3 +538,35 @@ def test_a_dropped_handle_releases_its_descriptor(channel_path):
     for _ in range(20):
         shmipc.Channel.open(channel_path)  # never closed: garbage collection must clean up
     assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
+def test_sequenced_sends_are_idempotent_and_commit_with_their_message(make_channel):
+    ch = make_channel(capacity=4096)
+    assert ch.applied_sequence() == 0
+    assert ch.send_sequenced(b"one", 1) is True
+    ch.send_bytes(b"plain")  # other producers may send meanwhile
+    assert ch.send_sequenced(b"five", 5) is True
+    assert ch.send_sequenced(b"again", 5) is False  # a redelivery: nothing sent
+    assert ch.send_sequenced(b"older", 3) is False
+    assert ch.applied_sequence() == 5
+    assert ch.recv_many_bytes(10, timeout=1) == [b"one", b"plain", b"five"]
+    with pytest.raises(ValueError):
+        ch.send_sequenced(b"x", 0)
+
+
+@pytest.mark.parametrize("point", ["send_copied", "send_committed"])
+def test_a_sequenced_send_killed_midway_leaves_both_or_neither(channel_path, point):
+    with shmipc.Channel.create(channel_path, 4096) as ch:
+        ch.send_sequenced(b"seven", 7)
+
+        def child() -> None:
+            shmipc._core._killpoint(point)
+            ch.send_sequenced(b"eight", 8)
+
+        pid = fork_run(child)
+        assert join(pid) == -9
+        committed = point == "send_committed"
+        assert ch.applied_sequence(timeout=10) == (8 if committed else 7)
+        assert ch.recv_many_bytes(10, timeout=1) == ([b"seven", b"eight"] if committed
+                                                     else [b"seven"])
+        assert ch.send_sequenced(b"eight", 8) is not committed  # the redelivery is idempotent

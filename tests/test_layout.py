@@ -62,6 +62,8 @@ def test_the_c_compiler_lays_the_header_out_as_this_module_says():
     assert c["sleepers"] == layout.SLEEPERS
     assert c["namespaces"] == layout.NAMESPACES
     assert c["waiter_slots"] == layout.WAITER_SLOTS
+    assert (c["sequence_last"], c["sequence_previous"], c["sequence_end"]) == (
+        layout.SEQUENCE_LAST, layout.SEQUENCE_PREVIOUS, layout.SEQUENCE_END)
     assert _core.FORMAT_VERSION == layout.FORMAT_VERSION
     assert _core.HEADER_SIZE == layout.HEADER_SIZE
 
@@ -77,6 +79,8 @@ def test_format_md_draws_the_same_offsets():
                          ("recoveries", layout.RECOVERIES),
                          ("sleepers", layout.SLEEPERS),
                          ("namespaces", layout.NAMESPACES),
+                         ("sequence_last", layout.SEQUENCE_LAST),
+                         ("sequence_end", layout.SEQUENCE_END),
                          ("waiter_slots", layout.WAITER_SLOTS)):
         assert re.search(rf"\|\s*{offset}\s*\|[^|\n]*\|\s*`{name}`", text), name
 

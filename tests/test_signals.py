@@ -155,3 +155,40 @@ def test_regression_a_handler_that_raises_ends_the_wait_with_its_own_exception(
     finally:
         os.close(read)
         os.close(write)
+
+
+def test_regression_an_exception_in_a_wait_leaves_no_lock_held(make_channel):
+    # A producer waits for room holding the producer lock; KeyboardInterrupt (from a SIGINT
+    # handler) ends the wait. Format 1 could keep the lock when the exception landed at the
+    # wrong moment. Now the core releases it before the exception reaches Python: the same
+    # process and others send on at once, and nothing was taken over.
+    ch = make_channel(capacity=4096)
+    while True:
+        try:
+            ch.send_bytes_nowait(bytes(1000))
+        except shmipc.Full:
+            break
+    read, write = os.pipe()
+
+    def child() -> None:
+        os.write(write, b"r")
+        with pytest.raises(KeyboardInterrupt):
+            ch.send_bytes(bytes(1000))  # waits for room, holding the producer lock
+        assert ch._state()["producer_lock"] == 0
+        assert ch.recv_bytes(timeout=5) == bytes(1000)
+        ch.send_bytes(b"after", timeout=5)
+
+    pid = fork_run(child)
+    try:
+        assert os.read(read, 1) == b"r"
+        deadline = time.monotonic() + 10
+        while ch.statistics().senders_waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(pid, signal.SIGINT)
+        assert join(pid, timeout=30) == 0
+    finally:
+        os.close(read)
+        os.close(write)
+    assert ch._state()["producer_lock"] == 0
+    ch.send_bytes(b"parent", timeout=5)
+    assert ch.statistics().recoveries == 0
