@@ -31,8 +31,11 @@ typedef struct {
     PyObject_HEAD
     shmipc_channel *ch;
     Py_buffer map;       /* the whole mapping (header + data), exported while attached */
-    PyObject *encode;    /* object -> bytes */
-    PyObject *decode;    /* bytes -> object */
+    PyObject *encode;    /* object -> bytes (raises the codec's own errors) */
+    PyObject *decode;    /* bytes -> object (raises the codec's own errors) */
+    PyObject *pack;      /* optional fast object -> bytes; on failure `encode` explains */
+    PyObject *unpack;    /* optional fast bytes -> object, called with unpack_kwargs */
+    PyObject *unpack_kwargs;
     int calls;           /* calls in progress with the GIL released (close waits for none) */
     PyObject *weakrefs;
 } CoreChannel;
@@ -253,18 +256,27 @@ static void CoreChannel_dealloc(CoreChannel *self) {
     detach(self);
     Py_CLEAR(self->encode);
     Py_CLEAR(self->decode);
+    Py_CLEAR(self->pack);
+    Py_CLEAR(self->unpack);
+    Py_CLEAR(self->unpack_kwargs);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int CoreChannel_traverse(CoreChannel *self, visitproc visit, void *arg) {
     Py_VISIT(self->encode);
     Py_VISIT(self->decode);
+    Py_VISIT(self->pack);
+    Py_VISIT(self->unpack);
+    Py_VISIT(self->unpack_kwargs);
     return 0;
 }
 
 static int CoreChannel_clear(CoreChannel *self) {
     Py_CLEAR(self->encode);
     Py_CLEAR(self->decode);
+    Py_CLEAR(self->pack);
+    Py_CLEAR(self->unpack);
+    Py_CLEAR(self->unpack_kwargs);
     return 0;
 }
 
@@ -281,13 +293,39 @@ static PyObject *CoreChannel_detach(CoreChannel *self, PyObject *unused) {
 }
 
 static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
-    PyObject *encode, *decode;
-    if (!PyArg_ParseTuple(args, "OO:_set_codec", &encode, &decode)) return NULL;
+    PyObject *encode, *decode, *pack = Py_None, *unpack = Py_None, *kwargs = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|OOO:_set_codec", &encode, &decode, &pack, &unpack, &kwargs))
+        return NULL;
+    if (kwargs != Py_None && !PyDict_Check(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "unpack_kwargs must be a dict");
+        return NULL;
+    }
     Py_INCREF(encode);
     Py_INCREF(decode);
     Py_XSETREF(self->encode, encode);
     Py_XSETREF(self->decode, decode);
+    Py_XSETREF(self->pack, pack == Py_None ? NULL : (Py_INCREF(pack), pack));
+    Py_XSETREF(self->unpack, unpack == Py_None ? NULL : (Py_INCREF(unpack), unpack));
+    Py_XSETREF(self->unpack_kwargs, kwargs == Py_None ? NULL : (Py_INCREF(kwargs), kwargs));
     Py_RETURN_NONE;
+}
+
+/* A failure of a fast codec call that the codec's own call should explain: an ordinary
+ * Exception (not KeyboardInterrupt, SystemExit or MemoryError). */
+static int fast_call_failed_plainly(void) {
+    return PyErr_ExceptionMatches(PyExc_Exception) && !PyErr_ExceptionMatches(PyExc_MemoryError);
+}
+
+static PyObject *decode_payload(CoreChannel *self, PyObject *payload) {
+    if (self->unpack != NULL) {
+        PyObject *args = PyTuple_Pack(1, payload);
+        if (args == NULL) return NULL;
+        PyObject *obj = PyObject_Call(self->unpack, args, self->unpack_kwargs);
+        Py_DECREF(args);
+        if (obj != NULL || !fast_call_failed_plainly()) return obj;
+        PyErr_Clear(); /* the codec decodes it again and raises its DecodeError */
+    }
+    return PyObject_CallOneArg(self->decode, payload);
 }
 
 /* Run `call` with SHMIPC_TRY holding the GIL, then, if it would wait and the caller allows
@@ -377,6 +415,11 @@ static PyObject *encode_obj(CoreChannel *self, PyObject *obj) {
     if (self->encode == NULL) {
         PyErr_SetString(PyExc_TypeError, "this channel carries no objects (no codec)");
         return NULL;
+    }
+    if (self->pack != NULL) {
+        PyObject *payload = PyObject_CallOneArg(self->pack, obj);
+        if (payload != NULL || !fast_call_failed_plainly()) return payload;
+        PyErr_Clear(); /* the codec encodes it again and raises its EncodeError */
     }
     return PyObject_CallOneArg(self->encode, obj);
 }
@@ -587,7 +630,7 @@ static PyObject *recv_one(CoreChannel *self, int64_t timeout_ns, int decode) {
     shmipc_channel_recv_commit(self->ch);
     if (!decode) return payload;
     if (self->decode == NULL) return payload;
-    PyObject *obj = PyObject_CallOneArg(self->decode, payload);
+    PyObject *obj = decode_payload(self, payload);
     Py_DECREF(payload);
     return obj;
 }
@@ -633,7 +676,7 @@ static PyObject *CoreChannel_recv_bytes_nowait(CoreChannel *self, PyObject *unus
 static PyObject *decode_list(CoreChannel *self, PyObject *list) {
     PyObject *failure = NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
-        PyObject *obj = PyObject_CallOneArg(self->decode, PyList_GET_ITEM(list, i));
+        PyObject *obj = decode_payload(self, PyList_GET_ITEM(list, i));
         if (obj == NULL) {
             if (!PyErr_ExceptionMatches(DecodeError)) {
                 Py_XDECREF(failure);

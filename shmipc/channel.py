@@ -138,7 +138,8 @@ class Channel(_core.CoreChannel):
         self._data = mapping.buffer[HEADER_SIZE:HEADER_SIZE + info.capacity]
         self._closed = False
         self._view: Any = None  # a recv_view whose view an exporter still held at block end
-        self._set_codec(self._codec.encode, self._codec.decode)
+        self._set_codec(self._codec.encode, self._codec.decode,
+                        *(self._codec.fast_paths() or ()))
         self.spin = DEFAULT_SPIN
 
     # --- lifecycle -----------------------------------------------------------------------

@@ -60,7 +60,7 @@ class Codec:
             one they decode as :class:`msgpack.ExtType`.
         records: record types (:class:`shmipc.Record`) to decode; any record value encodes.
         max_size: refuse to decode a message longer than this many bytes (None: no limit
-            beyond the channel's own).
+            beyond the channel's own). Set it here: a channel reads it when it is opened.
 
     A Codec reuses one :class:`msgpack.Packer`. It is safe to share between threads as long as
     ``default`` does not release the GIL in the middle of an object. Register types before
@@ -163,15 +163,14 @@ class Codec:
         try:
             return self._packer.pack(obj)
         except (TypeError, ValueError, OverflowError) as exc:
-            # The reused packer may hold a partial buffer after a failure: start afresh.
-            self._packer = self._new_packer()
+            # The packer empties its buffer when a pack fails (autoreset), so it is reused: the
+            # compiled core holds its pack method (fast_paths).
             raise EncodeError(
                 f"cannot encode {type(obj).__name__} with msgpack ({exc}); send bytes with "
                 "send_bytes(), convert the object to dicts/lists/str/int/float/bytes, register "
                 "an ext type on the codec, or give it a default= hook"
             ) from exc
         except RecursionError as exc:
-            self._packer = self._new_packer()
             raise EncodeError(f"cannot encode {type(obj).__name__}: nested too deeply or "
                               "self-referencing") from exc
 
@@ -207,6 +206,17 @@ class Codec:
         if self._ext_hook is not None:
             return self._ext_hook(code, data)
         return msgpack.ExtType(code, data)
+
+    def fast_paths(self) -> tuple[Any, Any, dict[str, Any]] | None:
+        """For the compiled core: ``(pack, unpackb, unpack_kwargs)``, the msgpack calls that
+        :meth:`encode` and :meth:`decode` make, to be called directly per message (the core
+        falls back to :meth:`encode`/:meth:`decode` to raise their errors). None when this
+        codec must see every message (``max_size`` is set)."""
+        if self.max_size is not None:
+            return None
+        return self._packer.pack, msgpack.unpackb, {
+            "raw": False, "strict_map_key": True, "use_list": True, "ext_hook": self._hook,
+            "timestamp": 3}
 
     def decode(self, payload: bytes | memoryview) -> Any:
         """Decode one message.
