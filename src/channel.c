@@ -26,7 +26,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define LOCK_GRACE_NS 5000000LL /* a non-waiting call still waits this long for a held lock */
 #define DEFAULT_SPIN_NS 50000LL
 
 static inline uint64_t align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
@@ -35,17 +34,11 @@ static inline _Atomic uint64_t *word_at(shmipc_channel *ch, uint64_t offset) {
     return (_Atomic uint64_t *)(ch->data + offset);
 }
 
-/* The lock may be waited for a little even by a call that does not wait for room or data. */
-static int64_t lock_deadline(int64_t deadline) {
-    if (deadline < 0) return deadline;
-    int64_t grace = now_ns() + LOCK_GRACE_NS;
-    return deadline > grace ? deadline : grace;
-}
-
 /* --- attaching ------------------------------------------------------------------------ */
 
 int shmipc_channel_attach(void *base, size_t size, shmipc_channel **out) {
     *out = NULL;
+    identity_init(); /* the fork handler, before any identity is cached */
     if (base == NULL || size < SHMIPC_HEADER_SIZE) return SHMIPC_ECORRUPT;
     /* Validate a private copy, then use only the copy's fixed fields: another process cannot
      * change them between the check and the use. */
@@ -163,14 +156,13 @@ static int refresh_read(shmipc_channel *ch, uint64_t w, uint64_t *free_bytes) {
 }
 
 /* Under the producer lock: wait until `need` bytes are free at w. */
-static int wait_room(shmipc_channel *ch, uint64_t w, uint64_t need, int64_t deadline,
-                     int flags) {
+static int wait_room(shmipc_channel *ch, uint64_t w, uint64_t need, budget *b, int flags) {
     uint64_t free_bytes, used = w - ch->seen_read;
     if (used <= ch->capacity && ch->capacity - used >= need) return SHMIPC_OK;
     int rc = refresh_read(ch, w, &free_bytes);
     if (rc != SHMIPC_OK || free_bytes >= need) return rc;
     if (flags & SHMIPC_TRY) return SHMIPC_EWOULDBLOCK;
-    if (deadline >= 0 && now_ns() >= deadline) return SHMIPC_EFULL;
+    if (budget_expired(b)) return SHMIPC_EFULL;
     if (ch->spin_ns > 0) { /* a consumer is usually on its way: poll its position first */
         int64_t until = now_ns() + ch->spin_ns;
         for (int polls = 1;; polls++) {
@@ -184,11 +176,12 @@ static int wait_room(shmipc_channel *ch, uint64_t w, uint64_t need, int64_t dead
     for (;;) {
         if (slot < 0) slot = slot_register(ch, ROLE_SPACE); /* fenced: the load below is after */
         if ((rc = refresh_read(ch, w, &free_bytes)) != SHMIPC_OK || free_bytes >= need) break;
-        if (deadline >= 0 && now_ns() >= deadline) {
+        if (budget_expired(b)) {
             rc = SHMIPC_EFULL;
             break;
         }
-        if ((rc = sleep_on(ch, ROLE_SPACE, deadline, slot >= 0)) == SHMIPC_EINTR) break;
+        if ((rc = sleep_on(ch, ROLE_SPACE, budget_deadline(b), slot >= 0)) == SHMIPC_EINTR)
+            break;
         rc = SHMIPC_OK;
     }
     slot_unregister(ch, slot);
@@ -229,8 +222,8 @@ static void release_producer(shmipc_channel *ch) {
 }
 
 /* Take the producer lock and read the write position; the channel must be open for sends. */
-static int begin_send(shmipc_channel *ch, int64_t deadline, int flags, uint64_t *w) {
-    int rc = lock_acquire(ch, ROLE_PLOCK, lock_deadline(deadline), flags);
+static int begin_send(shmipc_channel *ch, budget *b, int flags, uint64_t *w) {
+    int rc = lock_acquire(ch, ROLE_PLOCK, b, true, flags);
     if (rc != SHMIPC_OK) return rc;
     if (atomic_load_explicit(&ch->hdr->closed, memory_order_acquire)) rc = SHMIPC_ECLOSED;
     else if ((*w = atomic_load_explicit(&ch->hdr->write_position, memory_order_acquire)) & 7)
@@ -253,9 +246,9 @@ int shmipc_channel_sendv(shmipc_channel *ch, const struct iovec *msgs, size_t co
     for (size_t i = 0; i < count; i++)
         if (msgs[i].iov_len > ch->max_message) return SHMIPC_ETOOBIG;
     if (count == 0) return SHMIPC_OK;
-    int64_t deadline = deadline_after(timeout_ns);
+    budget b = budget_of(timeout_ns);
     uint64_t w;
-    int rc = begin_send(ch, deadline, flags, &w);
+    int rc = begin_send(ch, &b, flags, &w);
     if (rc != SHMIPC_OK) return rc;
     size_t done = 0, pending = 0;
     for (size_t i = 0; i < count; i++) {
@@ -269,7 +262,7 @@ int shmipc_channel_sendv(shmipc_channel *ch, const struct iovec *msgs, size_t co
                 atomic_thread_fence(memory_order_seq_cst);
                 wake(ch, ROLE_ITEMS);
             }
-            if ((rc = wait_room(ch, w, need, deadline, flags)) != SHMIPC_OK) break;
+            if ((rc = wait_room(ch, w, need, &b, flags)) != SHMIPC_OK) break;
         }
         w = write_frame(ch, w, msgs[i].iov_base, msgs[i].iov_len);
         pending++;
@@ -296,13 +289,13 @@ int shmipc_channel_send_sequenced(shmipc_channel *ch, const void *data, size_t l
     refresh_after_fork(ch);
     if (ch->send_claimed) return SHMIPC_EINVAL;
     if (len > ch->max_message) return SHMIPC_ETOOBIG;
-    int64_t deadline = deadline_after(timeout_ns);
+    budget b = budget_of(timeout_ns);
     uint64_t w;
-    int rc = begin_send(ch, deadline, flags, &w);
+    int rc = begin_send(ch, &b, flags, &w);
     if (rc != SHMIPC_OK) return rc;
     uint64_t done = applied_sequence(ch, w), need = room_needed(ch, w, len);
     if (sequence <= done) rc = SHMIPC_EDUPLICATE;
-    else rc = wait_room(ch, w, need, deadline, flags);
+    else rc = wait_room(ch, w, need, &b, flags);
     if (rc == SHMIPC_OK) {
         /* Each store leaves a consistent answer: previous = the answer now; end = past the
          * new frame (not reached: the answer is previous); last = the new sequence (still
@@ -319,7 +312,8 @@ int shmipc_channel_send_sequenced(shmipc_channel *ch, const void *data, size_t l
 int shmipc_channel_applied_sequence(shmipc_channel *ch, uint64_t *sequence,
                                     int64_t timeout_ns) {
     refresh_after_fork(ch);
-    int rc = lock_acquire(ch, ROLE_PLOCK, lock_deadline(deadline_after(timeout_ns)), 0);
+    budget b = budget_of(timeout_ns);
+    int rc = lock_acquire(ch, ROLE_PLOCK, &b, true, 0);
     if (rc != SHMIPC_OK) return rc;
     *sequence = applied_sequence(
         ch, atomic_load_explicit(&ch->hdr->write_position, memory_order_acquire));
@@ -332,11 +326,11 @@ int shmipc_channel_send_claim(shmipc_channel *ch, size_t len, size_t *offset,
     refresh_after_fork(ch);
     if (ch->send_claimed) return SHMIPC_EINVAL;
     if (len > ch->max_message) return SHMIPC_ETOOBIG;
-    int64_t deadline = deadline_after(timeout_ns);
+    budget b = budget_of(timeout_ns);
     uint64_t w;
-    int rc = begin_send(ch, deadline, flags, &w);
+    int rc = begin_send(ch, &b, flags, &w);
     if (rc != SHMIPC_OK) return rc;
-    if ((rc = wait_room(ch, w, room_needed(ch, w, len), deadline, flags)) != SHMIPC_OK) {
+    if ((rc = wait_room(ch, w, room_needed(ch, w, len), &b, flags)) != SHMIPC_OK) {
         release_producer(ch);
         return rc;
     }
@@ -374,7 +368,8 @@ void shmipc_channel_send_abort(shmipc_channel *ch) {
 int shmipc_channel_close_send(shmipc_channel *ch, int64_t timeout_ns) {
     refresh_after_fork(ch);
     if (ch->send_claimed) return SHMIPC_EINVAL;
-    int rc = lock_acquire(ch, ROLE_PLOCK, deadline_after(timeout_ns), 0);
+    budget b = budget_of(timeout_ns);
+    int rc = lock_acquire(ch, ROLE_PLOCK, &b, false, 0);
     if (rc != SHMIPC_OK) return rc;
     atomic_store_explicit(&ch->hdr->closed, 1, memory_order_release);
     lock_release(ch, ROLE_PLOCK);
@@ -394,12 +389,11 @@ static void release_consumer(shmipc_channel *ch, bool more) {
 
 /* Take the consumer lock with a message committed below the write position: on SHMIPC_OK the
  * lock is held and *r, *w are the positions. Waits (spin, then sleep) up to the deadline. */
-static int wait_items(shmipc_channel *ch, int64_t deadline, int flags, uint64_t *r,
-                      uint64_t *w) {
+static int wait_items(shmipc_channel *ch, budget *b, int flags, uint64_t *r, uint64_t *w) {
     int slot = -1, rc;
     bool spun = ch->spin_ns <= 0;
     for (;;) {
-        if ((rc = lock_acquire(ch, ROLE_CLOCK, lock_deadline(deadline), flags)) != SHMIPC_OK)
+        if ((rc = lock_acquire(ch, ROLE_CLOCK, b, true, flags)) != SHMIPC_OK)
             break;
         *r = atomic_load_explicit(&ch->hdr->read_position, memory_order_acquire);
         *w = ch->seen_write;
@@ -423,7 +417,7 @@ static int wait_items(shmipc_channel *ch, int64_t deadline, int flags, uint64_t 
             rc = SHMIPC_EEND;
         } else if (flags & SHMIPC_TRY) {
             rc = SHMIPC_EWOULDBLOCK;
-        } else if (deadline >= 0 && now_ns() >= deadline) {
+        } else if (budget_expired(b)) {
             rc = SHMIPC_EEMPTY;
         }
         lock_release(ch, ROLE_CLOCK);
@@ -447,7 +441,8 @@ static int wait_items(shmipc_channel *ch, int64_t deadline, int flags, uint64_t 
         if (atomic_load_explicit(&ch->hdr->write_position, memory_order_acquire) != empty_at ||
             atomic_load_explicit(&ch->hdr->closed, memory_order_acquire))
             continue;
-        if ((rc = sleep_on(ch, ROLE_ITEMS, deadline, slot >= 0)) == SHMIPC_EINTR) break;
+        if ((rc = sleep_on(ch, ROLE_ITEMS, budget_deadline(b), slot >= 0)) == SHMIPC_EINTR)
+            break;
     }
     slot_unregister(ch, slot);
     return rc;
@@ -483,7 +478,8 @@ int shmipc_channel_recv_claim_many(shmipc_channel *ch, shmipc_slice *msgs, size_
     *count = 0;
     if (ch->recv_claimed || max == 0) return SHMIPC_EINVAL;
     uint64_t r, w;
-    int rc = wait_items(ch, deadline_after(timeout_ns), flags, &r, &w);
+    budget b = budget_of(timeout_ns);
+    int rc = wait_items(ch, &b, flags, &r, &w);
     if (rc != SHMIPC_OK) return rc;
     uint64_t start = r;
     size_t n = 0;

@@ -160,14 +160,26 @@ uint64_t identity_observer(struct shmipc_header *h);    /* changes nothing in th
 int identity_judge(uint64_t me, uint64_t who, char *state);
 int identity_alive(shmipc_channel *ch, uint64_t who);   /* alive or cannot be judged */
 void refresh_after_fork(shmipc_channel *ch);            /* first thing in every call */
+void identity_init(void);                               /* once, before the first handle */
+
+/* How long a call may wait. Its deadline is read from the clock only when the call is first
+ * about to wait, so a call that never waits never reads the clock. */
+typedef struct {
+    int64_t timeout_ns; /* < 0: forever */
+    int64_t deadline;   /* 0 until first needed */
+} budget;
+static inline budget budget_of(int64_t timeout_ns) { return (budget){timeout_ns, 0}; }
+int64_t budget_deadline(budget *b);              /* absolute CLOCK_MONOTONIC ns, -1 forever */
+bool budget_expired(budget *b);
+#define LOCK_GRACE_NS 5000000LL /* a call that does not wait still waits this long for a lock */
 
 /* lock.c */
-int lock_acquire(shmipc_channel *ch, int role, int64_t deadline, int flags);
+/* Take a lock, waiting up to the budget (at least LOCK_GRACE_NS if `grace`). */
+int lock_acquire(shmipc_channel *ch, int role, budget *b, bool grace, int flags);
 void lock_release(shmipc_channel *ch, int role);
 
 /* wait.c */
 int64_t now_ns(void);
-int64_t deadline_after(int64_t timeout_ns);
 int slot_register(shmipc_channel *ch, int role);
 void slot_unregister(shmipc_channel *ch, int slot);
 /* Sleep on a role's semaphore until a token, the end of a slice or the deadline: SHMIPC_OK

@@ -31,8 +31,9 @@ static void after_fork_in_child(void) {
 
 static void install_atfork(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
 
+void identity_init(void) { pthread_once(&atfork_once, install_atfork); }
+
 void refresh_after_fork(shmipc_channel *ch) {
-    pthread_once(&atfork_once, install_atfork);
     if (__builtin_expect(ch->me_epoch == atomic_load_explicit(&fork_epoch, memory_order_relaxed),
                          1))
         return;
@@ -125,7 +126,6 @@ static uint64_t identity_in(struct shmipc_header *h, bool add) {
 }
 
 uint64_t identity_of_self(shmipc_channel *ch) {
-    pthread_once(&atfork_once, install_atfork);
     unsigned epoch = atomic_load_explicit(&fork_epoch, memory_order_relaxed);
     if (__builtin_expect(ch->me != 0 && ch->me_epoch == epoch, 1)) return ch->me;
     ch->me = identity_in(ch->hdr, true);

@@ -34,7 +34,7 @@ static int taken(shmipc_channel *ch, int role, int slot) {
     return SHMIPC_OK;
 }
 
-int lock_acquire(shmipc_channel *ch, int role, int64_t deadline, int flags) {
+int lock_acquire(shmipc_channel *ch, int role, budget *b, bool grace, int flags) {
     _Atomic uint64_t *word = lock_word(ch, role);
     uint64_t me = identity_of_self(ch), holder;
     if (__builtin_expect(try_take(word, &holder, me), 1)) return taken(ch, role, -1);
@@ -50,6 +50,9 @@ int lock_acquire(shmipc_channel *ch, int role, int64_t deadline, int flags) {
         if (polls >= LOCK_POLLS && (polls & 63) == 0 && now_ns() >= spin_until) break;
     }
 
+    int64_t deadline = budget_deadline(b);
+    if (grace && deadline >= 0 && deadline < now_ns() + LOCK_GRACE_NS)
+        deadline = now_ns() + LOCK_GRACE_NS;
     int slot = -1;
     uint64_t judged_alive = 0; /* a holder judged alive, not judged again until a slice ends */
     for (;;) {

@@ -33,8 +33,15 @@ int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-int64_t deadline_after(int64_t timeout_ns) {
-    return timeout_ns < 0 ? -1 : now_ns() + timeout_ns;
+int64_t budget_deadline(budget *b) {
+    if (b->timeout_ns < 0) return -1;
+    if (b->deadline == 0) b->deadline = now_ns() + b->timeout_ns;
+    return b->deadline;
+}
+
+bool budget_expired(budget *b) {
+    int64_t deadline = budget_deadline(b);
+    return deadline >= 0 && now_ns() >= deadline;
 }
 
 /* --- semaphores ----------------------------------------------------------------------- */
