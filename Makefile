@@ -43,3 +43,11 @@ torture: $(STAMP)
 SOAK_SECONDS ?= 60
 soak: $(STAMP)
 	$(BIN)/python tests/torture.py --duration $(SOAK_SECONDS) --kills 0
+
+# The C examples (examples/c/) linked with the core: build/producer, build/consumer.
+C_BUILD ?= build
+c-examples: $(C_BUILD)/producer $(C_BUILD)/consumer
+$(C_BUILD)/producer $(C_BUILD)/consumer: $(C_BUILD)/%: examples/c/%.c $(wildcard src/*.[ch] include/*.h)
+	@mkdir -p $(C_BUILD)
+	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iinclude -o $@ $< $(wildcard src/*.c)
+.PHONY: c-examples
