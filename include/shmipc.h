@@ -21,7 +21,8 @@
  *    half-written is ever visible. A stopped peer (SIGSTOP, a debugger) blocks its side until it
  *    continues or the caller's timeout expires: a lock never moves from a live process.
  *  - Threads: a handle may be used by several threads at once; shmipc_channel_close must not
- *    race with calls on other threads.
+ *    race with calls on other threads. A claim (see _claim) belongs to the handle: while one
+ *    is open, other calls of the same kind on that handle return SHMIPC_EINVAL.
  *  - A channel file truncated by another program while mapped faults (SIGBUS) on access; no
  *    library can catch that. shmipc_channel_open checks the size.
  */
@@ -59,7 +60,7 @@ enum {
     SHMIPC_EDEADLK = -14,     /* this thread already holds the lock it waits for */
     SHMIPC_ETOOSMALL = -15,   /* the caller's buffer is smaller than the message (kept) */
     SHMIPC_EINVAL = -16,      /* a bad argument, or a claim used out of order */
-    SHMIPC_EKIND = -17,       /* a record channel opened as frames, or the reverse */
+    SHMIPC_EKIND = -17,       /* a record channel: the message is not exactly record_size bytes */
     SHMIPC_EWOULDBLOCK = -18, /* SHMIPC_TRY only: the operation would have to wait */
     SHMIPC_EDUPLICATE = -19   /* send_sequenced: that sequence was applied already */
 };
@@ -90,8 +91,7 @@ const char *shmipc_strerror(int code);
 /* Open the channel file at `path` (created by Python's shmipc.Channel.create or
  * `python -m shmipc create`), validate its header and positions, map it and open its
  * semaphores. Returns SHMIPC_OK and a handle in *out, or ENOENT, EPERM, ENOTCHANNEL,
- * EVERSION, ECORRUPT (the header or the file size is wrong), EKIND (a record channel),
- * ENOSEM (its semaphores are gone: opening it once from Python rebuilds them), ESYSTEM. */
+ * EVERSION, ECORRUPT (the header or the file size is wrong), ENOSEM (its semaphores are gone: opening it once from Python rebuilds them), ESYSTEM. */
 int shmipc_channel_open(const char *path, shmipc_channel **out);
 
 /* Attach to a channel in memory the caller has mapped (MAP_SHARED, `size` bytes from `base`,
@@ -113,6 +113,9 @@ void shmipc_channel_set_interrupt(shmipc_channel *ch, shmipc_interrupt_fn fn, vo
 /* Fixed facts of the channel. */
 size_t shmipc_channel_capacity(const shmipc_channel *ch);     /* bytes of the data area */
 size_t shmipc_channel_max_message(const shmipc_channel *ch);  /* capacity / 2 - 8 */
+/* A record channel's record size (every message is exactly that long: sends of another
+ * length return SHMIPC_EKIND), or 0 for a channel of byte frames. */
+size_t shmipc_channel_record_size(const shmipc_channel *ch);
 void *shmipc_channel_data(const shmipc_channel *ch);          /* start of the data area */
 
 /* Send one message of `len` bytes. Blocks while the ring is full, up to timeout_ns.
@@ -172,7 +175,8 @@ int shmipc_channel_recv_commit(shmipc_channel *ch);
 void shmipc_channel_recv_abort(shmipc_channel *ch);
 
 /* Close the channel for sending, for every process: later sends return ECLOSED; receivers
- * drain what is left and then get EEND. Waits (up to timeout_ns) for a send in progress. */
+ * drain what is left and then get EEND. Waits (up to timeout_ns) for a send in progress:
+ * returns OK, EFULL (the producer lock stayed held until the timeout), EINTR. */
 int shmipc_channel_close_send(shmipc_channel *ch, int64_t timeout_ns);
 
 /* A consistent-enough snapshot of the shared counters, for statistics. */

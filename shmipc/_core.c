@@ -141,6 +141,12 @@ static PyObject *raise_code(CoreChannel *self, int rc, size_t size, int64_t time
     case SHMIPC_ENOTCHANNEL:
         PyErr_SetString(NotAChannel, "not a shmipc channel (no shmipc magic at its start)");
         return NULL;
+    case SHMIPC_EKIND:
+        PyErr_Format(IncompatibleChannel,
+                     "a record channel takes messages of exactly %zu bytes (one record), not "
+                     "%zu; send records with send_record()",
+                     shmipc_channel_record_size(self->ch), size);
+        return NULL;
     case SHMIPC_EVERSION:
         PyErr_SetString(IncompatibleChannel, "a shmipc channel of another format version");
         return NULL;

@@ -39,20 +39,28 @@ static inline _Atomic uint64_t *word_at(shmipc_channel *ch, uint64_t offset) {
 int shmipc_channel_attach(void *base, size_t size, shmipc_channel **out) {
     *out = NULL;
     identity_init(); /* the fork handler, before any identity is cached */
-    if (base == NULL || size < SHMIPC_HEADER_SIZE) return SHMIPC_ECORRUPT;
+    if (base == NULL) return SHMIPC_EINVAL;
+    if (size < 8) return SHMIPC_ENOTCHANNEL;
+    if (size < SHMIPC_HEADER_SIZE)
+        return memcmp(base, SHMIPC_MAGIC, 8) == 0 ? SHMIPC_ECORRUPT : SHMIPC_ENOTCHANNEL;
     /* Validate a private copy, then use only the copy's fixed fields: another process cannot
      * change them between the check and the use. */
     struct shmipc_header *fixed = malloc(sizeof *fixed);
     if (fixed == NULL) return SHMIPC_ESYSTEM;
     memcpy(fixed, base, sizeof *fixed);
     int rc = header_validate(fixed, size);
+    shmipc_channel *ch = rc == SHMIPC_OK ? calloc(1, sizeof *ch) : NULL;
+    if (rc == SHMIPC_OK && ch == NULL) rc = SHMIPC_ESYSTEM;
+    if (rc != SHMIPC_OK) {
+        free(fixed);
+        return rc;
+    }
     uint64_t capacity = fixed->capacity, key;
     memcpy(&key, fixed->channel_id, sizeof key);
+    memcpy(ch->channel_id, fixed->channel_id, sizeof ch->channel_id);
+    ch->record_size = fixed->kind == SHMIPC_KIND_RECORDS ? fixed->record_size : 0;
     free(fixed);
-    if (rc != SHMIPC_OK) return rc;
 
-    shmipc_channel *ch = calloc(1, sizeof *ch);
-    if (ch == NULL) return SHMIPC_ESYSTEM;
     ch->hdr = base;
     ch->data = (uint8_t *)base + SHMIPC_HEADER_SIZE;
     ch->capacity = capacity;
@@ -115,6 +123,7 @@ int shmipc_channel_open(const char *path, shmipc_channel **out) {
 
 void shmipc_channel_close(shmipc_channel *ch) {
     if (ch == NULL) return;
+    refresh_after_fork(ch); /* a claim open at fork() is the parent's: not ours to abort */
     shmipc_channel_send_abort(ch);
     shmipc_channel_recv_abort(ch);
     for (int role = 0; role < ROLES; role++) sem_close(sem_of(ch, role));
@@ -136,6 +145,14 @@ void shmipc_channel_set_interrupt(shmipc_channel *ch, shmipc_interrupt_fn fn, vo
 
 size_t shmipc_channel_capacity(const shmipc_channel *ch) { return ch->capacity; }
 size_t shmipc_channel_max_message(const shmipc_channel *ch) { return ch->max_message; }
+size_t shmipc_channel_record_size(const shmipc_channel *ch) { return ch->record_size; }
+
+/* A record channel takes messages of exactly record_size bytes, from every program. */
+static int check_length(const shmipc_channel *ch, size_t len) {
+    if (len > ch->max_message) return SHMIPC_ETOOBIG;
+    if (ch->record_size != 0 && len != ch->record_size) return SHMIPC_EKIND;
+    return SHMIPC_OK;
+}
 void *shmipc_channel_data(const shmipc_channel *ch) { return ch->data; }
 
 /* --- producers ------------------------------------------------------------------------ */
@@ -198,7 +215,7 @@ static uint64_t write_frame(shmipc_channel *ch, uint64_t w, const void *payload,
         w += tail;
         offset = 0;
     }
-    memcpy(ch->data + offset + FRAME_HEADER, payload, len);
+    if (len != 0) memcpy(ch->data + offset + FRAME_HEADER, payload, len); /* NULL if empty */
     atomic_store_explicit(word_at(ch, offset), len | ((uint64_t)TAG_MESSAGE << 32),
                           memory_order_relaxed);
     return w + size;
@@ -243,8 +260,10 @@ int shmipc_channel_sendv(shmipc_channel *ch, const struct iovec *msgs, size_t co
     refresh_after_fork(ch);
     if (sent != NULL) *sent = 0;
     if (ch->send_claimed) return SHMIPC_EINVAL;
-    for (size_t i = 0; i < count; i++)
-        if (msgs[i].iov_len > ch->max_message) return SHMIPC_ETOOBIG;
+    for (size_t i = 0; i < count; i++) {
+        int rc = check_length(ch, msgs[i].iov_len);
+        if (rc != SHMIPC_OK) return rc;
+    }
     if (count == 0) return SHMIPC_OK;
     budget b = budget_of(timeout_ns);
     uint64_t w;
@@ -288,11 +307,11 @@ int shmipc_channel_send_sequenced(shmipc_channel *ch, const void *data, size_t l
                                   uint64_t sequence, int64_t timeout_ns, int flags) {
     refresh_after_fork(ch);
     if (ch->send_claimed) return SHMIPC_EINVAL;
-    if (len > ch->max_message) return SHMIPC_ETOOBIG;
+    int rc = check_length(ch, len);
+    if (rc != SHMIPC_OK) return rc;
     budget b = budget_of(timeout_ns);
     uint64_t w;
-    int rc = begin_send(ch, &b, flags, &w);
-    if (rc != SHMIPC_OK) return rc;
+    if ((rc = begin_send(ch, &b, flags, &w)) != SHMIPC_OK) return rc;
     uint64_t done = applied_sequence(ch, w), need = room_needed(ch, w, len);
     if (sequence <= done) rc = SHMIPC_EDUPLICATE;
     else rc = wait_room(ch, w, need, &b, flags);
@@ -349,7 +368,12 @@ int shmipc_channel_send_claim(shmipc_channel *ch, size_t len, size_t *offset,
 }
 
 int shmipc_channel_send_commit(shmipc_channel *ch, size_t used) {
+    refresh_after_fork(ch);
     if (!ch->send_claimed || used > ch->send_room) return SHMIPC_EINVAL;
+    if (check_length(ch, used) != SHMIPC_OK) {
+        shmipc_channel_send_abort(ch);
+        return SHMIPC_EKIND;
+    }
     uint64_t w = ch->send_position;
     atomic_store_explicit(word_at(ch, w & ch->mask), used | ((uint64_t)TAG_MESSAGE << 32),
                           memory_order_relaxed);
@@ -360,6 +384,7 @@ int shmipc_channel_send_commit(shmipc_channel *ch, size_t used) {
 }
 
 void shmipc_channel_send_abort(shmipc_channel *ch) {
+    refresh_after_fork(ch);
     if (!ch->send_claimed) return;
     ch->send_claimed = false;
     release_producer(ch); /* nothing was committed: the bytes are overwritten by the next */
@@ -464,7 +489,8 @@ static int locate_frame(shmipc_channel *ch, uint64_t r, uint64_t w, shmipc_slice
         header = atomic_load_explicit(word_at(ch, 0), memory_order_relaxed);
     }
     uint64_t length = header & 0xFFFFFFFFu, size = FRAME_HEADER + align8(length);
-    if (header >> 32 != TAG_MESSAGE || size > available || offset + size > ch->capacity)
+    if (header >> 32 != TAG_MESSAGE || size > available || offset + size > ch->capacity ||
+        (ch->record_size != 0 && length != ch->record_size))
         return SHMIPC_ECORRUPT;
     msg->offset = offset + FRAME_HEADER;
     msg->length = length;
@@ -515,6 +541,7 @@ int shmipc_channel_recv_claim(shmipc_channel *ch, shmipc_slice *msg, int64_t tim
 }
 
 int shmipc_channel_recv_commit(shmipc_channel *ch) {
+    refresh_after_fork(ch);
     if (!ch->recv_claimed) return SHMIPC_EINVAL;
     ch->recv_claimed = false;
     /* The commit: the bytes below it may be overwritten from here on (pairs with the
@@ -529,6 +556,7 @@ int shmipc_channel_recv_commit(shmipc_channel *ch) {
 }
 
 void shmipc_channel_recv_abort(shmipc_channel *ch) {
+    refresh_after_fork(ch);
     if (!ch->recv_claimed) return;
     ch->recv_claimed = false;
     release_consumer(ch, true); /* the messages stay: somebody else may take them */
@@ -544,7 +572,7 @@ int shmipc_channel_recv(shmipc_channel *ch, void *buf, size_t buflen, size_t *le
         shmipc_channel_recv_abort(ch);
         return SHMIPC_ETOOSMALL;
     }
-    memcpy(buf, ch->data + msg.offset, msg.length);
+    if (msg.length != 0) memcpy(buf, ch->data + msg.offset, msg.length); /* buf may be NULL */
     return shmipc_channel_recv_commit(ch);
 }
 

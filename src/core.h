@@ -26,6 +26,35 @@
 
 #include "shmipc.h"
 
+/* The core's internal functions are global symbols of every program linked with it: they
+ * carry the library's prefix, so that none collides with a name of that program. */
+#define ROLE_LETTERS shmipc__role_letters
+#define identity_of_self shmipc__identity_of_self
+#define identity_observer shmipc__identity_observer
+#define identity_judge shmipc__identity_judge
+#define identity_alive shmipc__identity_alive
+#define identity_init shmipc__identity_init
+#define refresh_after_fork shmipc__refresh_after_fork
+#define lock_acquire shmipc__lock_acquire
+#define lock_release shmipc__lock_release
+#define now_ns shmipc__now_ns
+#define budget_deadline shmipc__budget_deadline
+#define budget_expired shmipc__budget_expired
+#define slot_register shmipc__slot_register
+#define slot_unregister shmipc__slot_unregister
+#define sleep_on shmipc__sleep_on
+#define wake shmipc__wake
+#define wake_all shmipc__wake_all
+#define repair_sleepers shmipc__repair_sleepers
+#define follow_semaphore_generation shmipc__follow_semaphore_generation
+#define open_semaphores shmipc__open_semaphores
+#define cpu_relax shmipc__cpu_relax
+#define held_by_this_thread shmipc__held_by_this_thread
+#define note_held shmipc__note_held
+#define forget_held_locks shmipc__forget_held_locks
+#define header_validate shmipc__header_validate
+#define header_crc shmipc__header_crc
+
 #define SHMIPC_MAGIC "SHMIPC\x1a\n"
 #define MIN_CAPACITY 4096u
 #define MAX_CAPACITY ((uint64_t)1 << 34)
@@ -130,6 +159,8 @@ struct shmipc_channel {
     pthread_mutex_t follow;
     uint32_t sem_generation;
     uint64_t key; /* the first 8 bytes of the channel id, copied at attach */
+    uint8_t channel_id[16]; /* from the validated copy of the header, never re-read */
+    uint32_t record_size;   /* records channel: every message is exactly this long; else 0 */
     sem_t *retired[8][ROLES]; /* semaphores of older generations, closed with the handle */
     int nretired;
     int64_t spin_ns;

@@ -50,7 +50,7 @@ int open_semaphores(shmipc_channel *ch, uint32_t generation, sem_t *out[ROLES]) 
     for (int role = 0; role < ROLES; role++) out[role] = SEM_FAILED;
     for (int role = 0; role < ROLES; role++) {
         char name[SHMIPC_SEM_NAME_MAX], path[SHMIPC_SEM_NAME_MAX + 16];
-        shmipc_semaphore_name(ch->hdr->channel_id, generation, ROLE_LETTERS[role], name);
+        shmipc_semaphore_name(ch->channel_id, generation, ROLE_LETTERS[role], name);
         /* sem_open maps the file without a size check: a file shorter than a sem_t would
          * fault (SIGBUS) on first use, so it is refused here. */
         snprintf(path, sizeof path, "/dev/shm/sem.%s", name + 1);

@@ -6,8 +6,8 @@ core's C entry points.
 Everything is compiled here with ``cc`` into a temporary directory; channel files are made by
 Python (C programs only open them) and removed with their semaphores after each test.
 
-Programs named ``bug_*`` reproduce bugs of the core that are not fixed yet: they are expected to
-fail (strict xfail, so the mark must go when the core is fixed); each names the bug it shows.
+Programs named ``regression_*`` reproduce bugs this suite found in the core (fixed); each
+names the bug it shows.
 """
 
 from __future__ import annotations
@@ -414,31 +414,17 @@ C_PROGRAMS: dict[str, list[int | shmipc.Record]] = {
     "test_sendv": [4096, 4096],
     "test_fork": [4096],
     "test_format": [4096],
-}
-# Bugs of the core, reproduced; each program's comment says what is wrong. flavor None: both.
-CORE_BUGS: dict[str, tuple[list[int | shmipc.Record], str | None, str]] = {
-    "bug_open_record_channel": (
-        [PEOPLE], None, "shmipc_channel_open accepts a record channel (shmipc.h: EKIND)"),
-    "bug_fork_close_releases_claim": (
-        [4096], None, "a forked child's close/commit/abort releases the parent's claims"),
-    "bug_internal_symbols": (
-        [4096], None, "the core exports unprefixed names (wake, now_ns, lock_acquire, ...)"),
-    "bug_null_empty_message": (
-        [4096], "sanitized", "memcpy(NULL, ..., 0) for an empty message is undefined"),
+    # Regressions: bugs these programs found in the core; each program's comment says which.
+    "regression_open_record_channel": [PEOPLE],
+    "regression_fork_close_releases_claim": [4096],
+    "regression_internal_symbols": [4096],
+    "regression_null_empty_message": [4096],
 }
 
 
 def _program_params() -> list[object]:
-    params: list[object] = []
-    for flavor in FLAVORS:
-        params += [pytest.param(name, channels, flavor, id=f"{name}-{flavor}")
-                   for name, channels in C_PROGRAMS.items()]
-        for name, (channels, failing, reason) in CORE_BUGS.items():
-            marks = ([pytest.mark.xfail(strict=True, reason=reason)]
-                     if failing in (None, flavor) else [])
-            params.append(pytest.param(name, channels, flavor, marks=marks,
-                                       id=f"{name}-{flavor}"))
-    return params
+    return [pytest.param(name, channels, flavor, id=f"{name}-{flavor}")
+            for flavor in FLAVORS for name, channels in C_PROGRAMS.items()]
 
 
 def _channel_args(make_file: Callable[..., Path],

@@ -86,8 +86,8 @@ int main(int argc, char **argv) {
     CHECK_RC(shmipc_channel_open(path, &ch), SHMIPC_ENOTCHANNEL);
     rmdir(path);
     expect("empty", good, 0, SHMIPC_ENOTCHANNEL, 0, __LINE__);
-    expect("seven", good, 7, SHMIPC_ENOTCHANNEL, SHMIPC_ECORRUPT, __LINE__);
-    CHECK_RC(shmipc_channel_attach(NULL, good_size, &ch), SHMIPC_ECORRUPT);
+    expect("seven", good, 7, SHMIPC_ENOTCHANNEL, SHMIPC_ENOTCHANNEL, __LINE__);
+    CHECK_RC(shmipc_channel_attach(NULL, good_size, &ch), SHMIPC_EINVAL);
 
     /* magic, version: checked before anything else */
     bad = with64(0, 0x0a1a43504949484dULL, 0); /* "MHIIPC\x1a\n" */

@@ -1,11 +1,11 @@
 /*
- * bug_internal_symbols.c - a C program linked with the core may name its own functions as it
+ * regression_internal_symbols.c - a C program linked with the core may name its own functions as it
  * likes: the core exports only shmipc_* names. The core's internal functions are global
  * symbols with generic names (now_ns, wake, sleep_on, lock_acquire, header_validate, ...), so
  * a program that defines one of them does not link ("multiple definition of `wake'"), and in
  * a shared library one of them would silently replace the core's own.
  *
- * usage: bug_internal_symbols CHANNEL   (a fresh frame channel). The test is that it links.
+ * usage: regression_internal_symbols CHANNEL   (a fresh frame channel). The test is that it links.
  */
 #include "check.h"
 

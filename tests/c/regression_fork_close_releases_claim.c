@@ -1,5 +1,5 @@
 /*
- * bug_fork_close_releases_claim.c - shmipc.h: "a claim open at the time of fork belongs to the
+ * regression_fork_close_releases_claim.c - shmipc.h: "a claim open at the time of fork belongs to the
  * parent only". A child that closes its inherited handle, or calls commit/abort on it, must
  * leave the parent's claim and lock alone. The core's shmipc_channel_close, _send_commit,
  * _send_abort, _recv_commit and _recv_abort do not first notice the fork
@@ -8,7 +8,7 @@
  * ring under the parent's claim, and another consumer receive the message the parent is
  * receiving (delivered twice).
  *
- * usage: bug_fork_close_releases_claim CHANNEL   (a fresh frame channel)
+ * usage: regression_fork_close_releases_claim CHANNEL   (a fresh frame channel)
  */
 #include <sys/wait.h>
 

@@ -1,12 +1,12 @@
 /*
- * bug_null_empty_message.c - an empty message needs no bytes: sending one from NULL, or
+ * regression_null_empty_message.c - an empty message needs no bytes: sending one from NULL, or
  * receiving one into NULL with buflen 0, is a natural call (shmipc.h does not forbid it). The
  * core passes the NULL to memcpy with length 0 (write_frame, shmipc_channel_recv), which is
  * undefined behaviour in C (memcpy's arguments are declared nonnull, and the compiler may
  * assume so); UBSan reports "null pointer passed as argument". This program passes in a plain
  * build and fails under -fsanitize=undefined.
  *
- * usage: bug_null_empty_message CHANNEL   (a fresh frame channel)
+ * usage: regression_null_empty_message CHANNEL   (a fresh frame channel)
  */
 #include "check.h"
 
