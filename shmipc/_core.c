@@ -36,6 +36,10 @@ typedef struct {
     PyObject *pack;      /* optional fast object -> bytes; on failure `encode` explains */
     PyObject *unpack;    /* optional fast bytes -> object, called with unpack_kwargs */
     PyObject *unpack_kwargs;
+    PyObject *make_stream; /* optional: makes an incremental unpacker (msgpack.Unpacker) */
+    PyObject *stream;      /* the one in use, fed payloads back to back; NULL until needed */
+    PyObject *stream_feed, *stream_tell;
+    long long stream_pos;  /* bytes the stream has consumed (its tell()) */
     int calls;           /* calls in progress with the GIL released (close waits for none) */
     PyObject *weakrefs;
 } CoreChannel;
@@ -265,6 +269,10 @@ static void CoreChannel_dealloc(CoreChannel *self) {
     Py_CLEAR(self->pack);
     Py_CLEAR(self->unpack);
     Py_CLEAR(self->unpack_kwargs);
+    Py_CLEAR(self->make_stream);
+    Py_CLEAR(self->stream);
+    Py_CLEAR(self->stream_feed);
+    Py_CLEAR(self->stream_tell);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -274,6 +282,10 @@ static int CoreChannel_traverse(CoreChannel *self, visitproc visit, void *arg) {
     Py_VISIT(self->pack);
     Py_VISIT(self->unpack);
     Py_VISIT(self->unpack_kwargs);
+    Py_VISIT(self->make_stream);
+    Py_VISIT(self->stream);
+    Py_VISIT(self->stream_feed);
+    Py_VISIT(self->stream_tell);
     return 0;
 }
 
@@ -283,6 +295,10 @@ static int CoreChannel_clear(CoreChannel *self) {
     Py_CLEAR(self->pack);
     Py_CLEAR(self->unpack);
     Py_CLEAR(self->unpack_kwargs);
+    Py_CLEAR(self->make_stream);
+    Py_CLEAR(self->stream);
+    Py_CLEAR(self->stream_feed);
+    Py_CLEAR(self->stream_tell);
     return 0;
 }
 
@@ -300,7 +316,9 @@ static PyObject *CoreChannel_detach(CoreChannel *self, PyObject *unused) {
 
 static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
     PyObject *encode, *decode, *pack = Py_None, *unpack = Py_None, *kwargs = Py_None;
-    if (!PyArg_ParseTuple(args, "OO|OOO:_set_codec", &encode, &decode, &pack, &unpack, &kwargs))
+    PyObject *make_stream = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|OOOO:_set_codec", &encode, &decode, &pack, &unpack, &kwargs,
+                          &make_stream))
         return NULL;
     if (kwargs != Py_None && !PyDict_Check(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "unpack_kwargs must be a dict");
@@ -313,6 +331,11 @@ static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
     Py_XSETREF(self->pack, pack == Py_None ? NULL : (Py_INCREF(pack), pack));
     Py_XSETREF(self->unpack, unpack == Py_None ? NULL : (Py_INCREF(unpack), unpack));
     Py_XSETREF(self->unpack_kwargs, kwargs == Py_None ? NULL : (Py_INCREF(kwargs), kwargs));
+    Py_XSETREF(self->make_stream,
+               make_stream == Py_None ? NULL : (Py_INCREF(make_stream), make_stream));
+    Py_CLEAR(self->stream);
+    Py_CLEAR(self->stream_feed);
+    Py_CLEAR(self->stream_tell);
     Py_RETURN_NONE;
 }
 
@@ -322,7 +345,7 @@ static int fast_call_failed_plainly(void) {
     return PyErr_ExceptionMatches(PyExc_Exception) && !PyErr_ExceptionMatches(PyExc_MemoryError);
 }
 
-static PyObject *decode_payload(CoreChannel *self, PyObject *payload) {
+static PyObject *decode_one(CoreChannel *self, PyObject *payload) {
     if (self->unpack != NULL) {
         PyObject *args = PyTuple_Pack(1, payload);
         if (args == NULL) return NULL;
@@ -332,6 +355,80 @@ static PyObject *decode_payload(CoreChannel *self, PyObject *payload) {
         PyErr_Clear(); /* the codec decodes it again and raises its DecodeError */
     }
     return PyObject_CallOneArg(self->decode, payload);
+}
+
+/* The stream: one incremental unpacker per handle, fed the payloads back to back, so that a
+ * message costs an iteration step instead of a whole unpackb call (its argument parsing and
+ * context set-up: about half the cost of a small object). Every object must end exactly where
+ * its message ends (checked with tell()); anything else - an error, a payload that is not
+ * exactly one object - drops the stream and sends the caller to decode_one, which raises the
+ * codec's own error for the message at fault. */
+#define STREAM_MAX (64 * 1024) /* larger payloads: unpackb parses them in place, uncopied */
+
+static void stream_drop(CoreChannel *self) {
+    Py_CLEAR(self->stream);
+    Py_CLEAR(self->stream_feed);
+    Py_CLEAR(self->stream_tell);
+}
+
+static int stream_ready(CoreChannel *self) {
+    if (self->stream != NULL) return 1;
+    if (self->make_stream == NULL) return 0;
+    self->stream = PyObject_CallNoArgs(self->make_stream);
+    if (self->stream != NULL) {
+        self->stream_feed = PyObject_GetAttrString(self->stream, "feed");
+        self->stream_tell = PyObject_GetAttrString(self->stream, "tell");
+    }
+    if (self->stream_feed == NULL || self->stream_tell == NULL) {
+        PyErr_Clear();
+        stream_drop(self);
+        return 0;
+    }
+    self->stream_pos = 0;
+    return 1;
+}
+
+/* Decode `n` payloads lying back to back in `joined` (lens[i] bytes each) into a new list.
+ * NULL with an error set: an exception to propagate (KeyboardInterrupt, MemoryError). NULL
+ * without one: the stream does not apply here; decode the messages one by one. */
+static PyObject *stream_decode(CoreChannel *self, PyObject *joined, const size_t *lens,
+                               size_t n) {
+    if (PyBytes_GET_SIZE(joined) > STREAM_MAX || !stream_ready(self)) return NULL;
+    PyObject *fed = PyObject_CallOneArg(self->stream_feed, joined);
+    PyObject *list = fed != NULL ? PyList_New((Py_ssize_t)n) : NULL;
+    Py_XDECREF(fed);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        PyObject *obj = PyIter_Next(self->stream), *told = NULL;
+        long long pos = -1;
+        if (obj != NULL && (told = PyObject_CallNoArgs(self->stream_tell)) != NULL)
+            pos = PyLong_AsLongLong(told);
+        Py_XDECREF(told);
+        if (obj == NULL || pos != self->stream_pos + (long long)lens[i]) {
+            Py_XDECREF(obj);
+            Py_CLEAR(list);
+            break;
+        }
+        self->stream_pos = pos;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, obj);
+    }
+    if (list == NULL) {
+        stream_drop(self); /* it may hold a partial object: start afresh next time */
+        if (PyErr_Occurred() && fast_call_failed_plainly()) PyErr_Clear();
+    }
+    return list;
+}
+
+static PyObject *decode_payload(CoreChannel *self, PyObject *payload) {
+    size_t len = (size_t)PyBytes_GET_SIZE(payload);
+    PyObject *list = stream_decode(self, payload, &len, 1);
+    if (list != NULL) {
+        PyObject *obj = PyList_GET_ITEM(list, 0);
+        Py_INCREF(obj);
+        Py_DECREF(list);
+        return obj;
+    }
+    if (PyErr_Occurred()) return NULL;
+    return decode_one(self, payload);
 }
 
 /* Run `call` with SHMIPC_TRY holding the GIL, then, if it would wait and the caller allows
@@ -676,37 +773,87 @@ static PyObject *CoreChannel_recv_bytes_nowait(CoreChannel *self, PyObject *unus
     return recv_one(self, 0, 0);
 }
 
-/* Decode every payload of `list` in place. A payload that fails leaves its exception in the
- * list and the first failure is raised, carrying the whole list as `received`: every message
- * was consumed, and none is lost. */
-static PyObject *decode_list(CoreChannel *self, PyObject *list) {
-    PyObject *failure = NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
-        PyObject *obj = decode_payload(self, PyList_GET_ITEM(list, i));
-        if (obj == NULL) {
-            if (!PyErr_ExceptionMatches(DecodeError)) {
-                Py_XDECREF(failure);
-                Py_DECREF(list);
-                return NULL;
-            }
-            PyObject *type, *tb;
-            PyErr_Fetch(&type, &obj, &tb);
-            PyErr_NormalizeException(&type, &obj, &tb);
-            Py_XDECREF(type);
-            Py_XDECREF(tb);
-            if (failure == NULL) {
-                failure = obj;
-                Py_INCREF(failure);
+/* Decode one payload into `out`. A DecodeError is kept in its place (the message was
+ * consumed) and the first one remembered in *failure; -1 for any other exception. */
+static int append_decoded(CoreChannel *self, PyObject *payload, PyObject *out,
+                          PyObject **failure) {
+    PyObject *obj = decode_one(self, payload);
+    if (obj == NULL) {
+        if (!PyErr_ExceptionMatches(DecodeError)) return -1;
+        PyObject *type, *tb;
+        PyErr_Fetch(&type, &obj, &tb);
+        PyErr_NormalizeException(&type, &obj, &tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        if (obj == NULL) return -1;
+        if (*failure == NULL) {
+            *failure = obj;
+            Py_INCREF(obj);
+        }
+    }
+    int rc = PyList_Append(out, obj);
+    Py_DECREF(obj);
+    return rc;
+}
+
+/* Copy the claimed messages out, commit them, and append them to `out` (decoded if
+ * `decoding`). Returns 0, 1 if out of memory left this claim in the channel (stop here with
+ * what `out` holds), or -1 with an exception set. */
+static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t count,
+                        int decoding, PyObject *out, PyObject **failure) {
+    const char *data = shmipc_channel_data(self->ch);
+    if (!decoding) {
+        Py_ssize_t before = PyList_GET_SIZE(out);
+        for (size_t i = 0; i < count; i++) {
+            PyObject *b = PyBytes_FromStringAndSize(data + msgs[i].offset,
+                                                    (Py_ssize_t)msgs[i].length);
+            int failed = b == NULL || PyList_Append(out, b) < 0;
+            Py_XDECREF(b);
+            if (failed) {
+                PyList_SetSlice(out, before, PyList_GET_SIZE(out), NULL);
+                shmipc_channel_recv_abort(self->ch); /* the messages stay in the channel */
+                if (before == 0) return -1;
+                PyErr_Clear();
+                return 1;
             }
         }
-        PyList_SetItem(list, i, obj);
+        shmipc_channel_recv_commit(self->ch);
+        return 0;
     }
-    if (failure == NULL) return list;
-    PyObject_SetAttrString(failure, "received", list);
-    Py_DECREF(list);
-    PyErr_SetObject((PyObject *)Py_TYPE(failure), failure);
-    Py_DECREF(failure);
-    return NULL;
+    /* Decoding: one buffer for the whole claim, decoded as a stream where it can be. */
+    size_t total = 0, lens[CLAIM_BATCH];
+    for (size_t i = 0; i < count; i++) total += lens[i] = msgs[i].length;
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (joined == NULL) {
+        shmipc_channel_recv_abort(self->ch);
+        if (PyList_GET_SIZE(out) == 0) return -1;
+        PyErr_Clear();
+        return 1;
+    }
+    char *at = PyBytes_AS_STRING(joined);
+    for (size_t i = 0; i < count; i++) {
+        if (lens[i] != 0) memcpy(at, data + msgs[i].offset, lens[i]);
+        at += lens[i];
+    }
+    shmipc_channel_recv_commit(self->ch);
+    PyObject *part = stream_decode(self, joined, lens, count);
+    if (part != NULL) {
+        Py_ssize_t n = PyList_GET_SIZE(out);
+        int rc = PyList_SetSlice(out, n, n, part);
+        Py_DECREF(part);
+        Py_DECREF(joined);
+        return rc;
+    }
+    int rc = PyErr_Occurred() ? -1 : 0;
+    at = PyBytes_AS_STRING(joined);
+    for (size_t i = 0; rc == 0 && i < count; i++) { /* one by one: the codec names errors */
+        PyObject *b = PyBytes_FromStringAndSize(at, (Py_ssize_t)lens[i]);
+        rc = b == NULL ? -1 : append_decoded(self, b, out, failure);
+        Py_XDECREF(b);
+        at += lens[i];
+    }
+    Py_DECREF(joined);
+    return rc;
 }
 
 static PyObject *recv_many_impl(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
@@ -716,7 +863,6 @@ static PyObject *recv_many_impl(CoreChannel *self, PyObject *const *args, Py_ssi
     if (parse_args(decode ? "recv_many" : "recv_many_bytes", names, 1, args, nargs, kwnames,
                    a) < 0)
         return NULL;
-    PyObject *timeout = a[1];
     Py_ssize_t max_count = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
     if (max_count == -1 && PyErr_Occurred()) return NULL;
     if (max_count < 1) {
@@ -724,49 +870,39 @@ static PyObject *recv_many_impl(CoreChannel *self, PyObject *const *args, Py_ssi
         return NULL;
     }
     int64_t ns;
-    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (parse_timeout(a[1], &ns) < 0) return NULL;
     if (self->ch == NULL) return closed_handle();
+    PyObject *out = PyList_New(0), *failure = NULL;
+    if (out == NULL) return NULL;
+    int decoding = decode && self->decode != NULL;
     shmipc_slice msgs[CLAIM_BATCH];
-    size_t max = max_count < CLAIM_BATCH ? (size_t)max_count : CLAIM_BATCH, count;
-    int rc = claim(self, msgs, max, &count, ns);
-    if (rc != SHMIPC_OK) return raise_code(self, rc, 0, ns);
-    PyObject *list = PyList_New((Py_ssize_t)count);
-    const char *data = shmipc_channel_data(self->ch);
-    for (size_t i = 0; list != NULL && i < count; i++) {
-        PyObject *b = PyBytes_FromStringAndSize(data + msgs[i].offset,
-                                                (Py_ssize_t)msgs[i].length);
-        if (b == NULL) Py_CLEAR(list);
-        else PyList_SET_ITEM(list, (Py_ssize_t)i, b);
-    }
-    if (list == NULL) {
-        shmipc_channel_recv_abort(self->ch);
-        return NULL;
-    }
-    shmipc_channel_recv_commit(self->ch);
-    /* More than CLAIM_BATCH asked for: take what else is waiting now, without waiting. */
-    while ((size_t)PyList_GET_SIZE(list) < (size_t)max_count && count == max) {
-        size_t room = (size_t)max_count - (size_t)PyList_GET_SIZE(list);
-        max = room < CLAIM_BATCH ? room : CLAIM_BATCH;
-        rc = shmipc_channel_recv_claim_many(self->ch, msgs, max, &count, 0, SHMIPC_TRY);
-        if (rc != SHMIPC_OK) break;
-        int failed = 0;
-        for (size_t i = 0; i < count && !failed; i++) {
-            PyObject *b = PyBytes_FromStringAndSize(data + msgs[i].offset,
-                                                    (Py_ssize_t)msgs[i].length);
-            failed = b == NULL || PyList_Append(list, b) < 0;
-            Py_XDECREF(b);
+    /* Wait for the first messages; then take, without waiting, what else is there now. */
+    for (int first = 1; PyList_GET_SIZE(out) < max_count; first = 0) {
+        size_t room = (size_t)(max_count - PyList_GET_SIZE(out)), count;
+        size_t max = room < CLAIM_BATCH ? room : CLAIM_BATCH;
+        int rc = first ? claim(self, msgs, max, &count, ns)
+                       : shmipc_channel_recv_claim_many(self->ch, msgs, max, &count, 0,
+                                                        SHMIPC_TRY);
+        if (rc != SHMIPC_OK) {
+            if (!first) break;
+            Py_DECREF(out);
+            return raise_code(self, rc, 0, ns);
         }
-        if (failed) { /* out of memory: this part stays in the channel */
-            PyList_SetSlice(list, PyList_GET_SIZE(list) - (Py_ssize_t)count,
-                            PyList_GET_SIZE(list), NULL);
-            shmipc_channel_recv_abort(self->ch);
-            PyErr_Clear();
-            break;
+        int taken = take_claimed(self, msgs, count, decoding, out, &failure);
+        if (taken < 0) {
+            Py_DECREF(out);
+            Py_XDECREF(failure);
+            return NULL;
         }
-        shmipc_channel_recv_commit(self->ch);
+        if (taken > 0 || count < max) break;
     }
-    if (!decode || self->decode == NULL) return list;
-    return decode_list(self, list);
+    if (failure == NULL) return out;
+    /* Every message was consumed: the error carries them all, none is lost. */
+    PyObject_SetAttrString(failure, "received", out);
+    Py_DECREF(out);
+    PyErr_SetObject((PyObject *)Py_TYPE(failure), failure);
+    Py_DECREF(failure);
+    return NULL;
 }
 
 static PyObject *CoreChannel_recv_many(CoreChannel *self, PyObject *const *args,

@@ -13,6 +13,7 @@ import sys
 import time
 import zlib
 
+import msgpack
 import pytest
 
 import shmipc
@@ -346,6 +347,34 @@ def test_invalid_msgpack_keeps_its_bytes(make_channel):
         ch.recv(timeout=1)
     assert info.value.payload == b"\xc1"
     assert isinstance(info.value, ValueError)
+
+
+def test_a_message_must_be_exactly_one_msgpack_object(make_channel):
+    # recv decodes small messages as one stream (an incremental unpacker fed back to back): a
+    # message that holds two objects, half of one, or nothing must still be its own error, and
+    # must not shift the messages after it.
+    ch = make_channel()
+    two, half = msgpack.packb(1) + msgpack.packb(2), msgpack.packb("abcdef")[:3]
+    for bad in (two, half, b""):
+        ch.send_bytes(bad)
+        ch.send({"after": bad.hex()})
+        with pytest.raises(shmipc.DecodeError) as info:
+            ch.recv(timeout=1)
+        assert info.value.payload == bad
+        assert ch.recv(timeout=1) == {"after": bad.hex()}
+    # In a batch: every message is consumed and none is lost; the error carries them all.
+    ch.send(1)
+    ch.send_bytes(half)
+    ch.send_bytes(two)
+    ch.send([3])
+    with pytest.raises(shmipc.DecodeError) as info:
+        ch.recv_many(10, timeout=1)
+    received = info.value.received
+    assert received[0] == 1 and received[3] == [3]
+    assert [e.payload for e in received[1:3]] == [half, two]
+    assert ch.statistics().messages == 0
+    ch.send_many([{"i": i} for i in range(200)])
+    assert ch.recv_many(500, timeout=1) == [{"i": i} for i in range(200)]
 
 
 def test_empty_and_full_are_queue_exceptions(make_channel):
