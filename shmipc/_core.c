@@ -36,10 +36,6 @@ typedef struct {
     PyObject *pack;      /* optional fast object -> bytes; on failure `encode` explains */
     PyObject *unpack;    /* optional fast bytes -> object, called with unpack_kwargs */
     PyObject *unpack_kwargs;
-    PyObject *make_stream; /* optional: makes an incremental unpacker (msgpack.Unpacker) */
-    PyObject *stream;      /* the one in use, fed payloads back to back; NULL until needed */
-    PyObject *stream_feed, *stream_tell;
-    long long stream_pos;  /* bytes the stream has consumed (its tell()) */
     int calls;           /* calls in progress with the GIL released (close waits for none) */
     PyObject *weakrefs;
 } CoreChannel;
@@ -269,10 +265,6 @@ static void CoreChannel_dealloc(CoreChannel *self) {
     Py_CLEAR(self->pack);
     Py_CLEAR(self->unpack);
     Py_CLEAR(self->unpack_kwargs);
-    Py_CLEAR(self->make_stream);
-    Py_CLEAR(self->stream);
-    Py_CLEAR(self->stream_feed);
-    Py_CLEAR(self->stream_tell);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -282,10 +274,6 @@ static int CoreChannel_traverse(CoreChannel *self, visitproc visit, void *arg) {
     Py_VISIT(self->pack);
     Py_VISIT(self->unpack);
     Py_VISIT(self->unpack_kwargs);
-    Py_VISIT(self->make_stream);
-    Py_VISIT(self->stream);
-    Py_VISIT(self->stream_feed);
-    Py_VISIT(self->stream_tell);
     return 0;
 }
 
@@ -295,10 +283,6 @@ static int CoreChannel_clear(CoreChannel *self) {
     Py_CLEAR(self->pack);
     Py_CLEAR(self->unpack);
     Py_CLEAR(self->unpack_kwargs);
-    Py_CLEAR(self->make_stream);
-    Py_CLEAR(self->stream);
-    Py_CLEAR(self->stream_feed);
-    Py_CLEAR(self->stream_tell);
     return 0;
 }
 
@@ -316,9 +300,7 @@ static PyObject *CoreChannel_detach(CoreChannel *self, PyObject *unused) {
 
 static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
     PyObject *encode, *decode, *pack = Py_None, *unpack = Py_None, *kwargs = Py_None;
-    PyObject *make_stream = Py_None;
-    if (!PyArg_ParseTuple(args, "OO|OOOO:_set_codec", &encode, &decode, &pack, &unpack, &kwargs,
-                          &make_stream))
+    if (!PyArg_ParseTuple(args, "OO|OOO:_set_codec", &encode, &decode, &pack, &unpack, &kwargs))
         return NULL;
     if (kwargs != Py_None && !PyDict_Check(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "unpack_kwargs must be a dict");
@@ -331,11 +313,6 @@ static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
     Py_XSETREF(self->pack, pack == Py_None ? NULL : (Py_INCREF(pack), pack));
     Py_XSETREF(self->unpack, unpack == Py_None ? NULL : (Py_INCREF(unpack), unpack));
     Py_XSETREF(self->unpack_kwargs, kwargs == Py_None ? NULL : (Py_INCREF(kwargs), kwargs));
-    Py_XSETREF(self->make_stream,
-               make_stream == Py_None ? NULL : (Py_INCREF(make_stream), make_stream));
-    Py_CLEAR(self->stream);
-    Py_CLEAR(self->stream_feed);
-    Py_CLEAR(self->stream_tell);
     Py_RETURN_NONE;
 }
 
@@ -357,79 +334,102 @@ static PyObject *decode_one(CoreChannel *self, PyObject *payload) {
     return PyObject_CallOneArg(self->decode, payload);
 }
 
-/* The stream: one incremental unpacker per handle, fed the payloads back to back, so that a
- * message costs an iteration step instead of a whole unpackb call (its argument parsing and
- * context set-up: about half the cost of a small object). Every object must end exactly where
- * its message ends (checked with tell()); anything else - an error, a payload that is not
- * exactly one object - drops the stream and sends the caller to decode_one, which raises the
- * codec's own error for the message at fault. */
-#define STREAM_MAX (64 * 1024) /* larger payloads: unpackb parses them in place, uncopied */
+/* --- msgpack batches ------------------------------------------------------------------
+ * A batch costs one msgpack call per side, not one per message: send_many packs the list as
+ * one msgpack array and sends its elements as the messages; recv_many puts an array header in
+ * front of the messages it took and unpacks them in one call. Both rest on knowing where one
+ * msgpack object ends, below: the messages themselves stay plain msgpack objects, so every
+ * receive decodes them alike. This is the codec's framing, not the protocol's. */
 
-static void stream_drop(CoreChannel *self) {
-    Py_CLEAR(self->stream);
-    Py_CLEAR(self->stream_feed);
-    Py_CLEAR(self->stream_tell);
+static uint64_t big_endian(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v << 8 | p[i];
+    return v;
 }
 
-static int stream_ready(CoreChannel *self) {
-    if (self->stream != NULL) return 1;
-    if (self->make_stream == NULL) return 0;
-    self->stream = PyObject_CallNoArgs(self->make_stream);
-    if (self->stream != NULL) {
-        self->stream_feed = PyObject_GetAttrString(self->stream, "feed");
-        self->stream_tell = PyObject_GetAttrString(self->stream, "tell");
-    }
-    if (self->stream_feed == NULL || self->stream_tell == NULL) {
-        PyErr_Clear();
-        stream_drop(self);
-        return 0;
-    }
-    self->stream_pos = 0;
-    return 1;
-}
-
-/* Decode `n` payloads lying back to back in `joined` (lens[i] bytes each) into a new list.
- * NULL with an error set: an exception to propagate (KeyboardInterrupt, MemoryError). NULL
- * without one: the stream does not apply here; decode the messages one by one. */
-static PyObject *stream_decode(CoreChannel *self, PyObject *joined, const size_t *lens,
-                               size_t n) {
-    if (PyBytes_GET_SIZE(joined) > STREAM_MAX || !stream_ready(self)) return NULL;
-    PyObject *fed = PyObject_CallOneArg(self->stream_feed, joined);
-    PyObject *list = fed != NULL ? PyList_New((Py_ssize_t)n) : NULL;
-    Py_XDECREF(fed);
-    for (size_t i = 0; list != NULL && i < n; i++) {
-        PyObject *obj = PyIter_Next(self->stream), *told = NULL;
-        long long pos = -1;
-        if (obj != NULL && (told = PyObject_CallNoArgs(self->stream_tell)) != NULL)
-            pos = PyLong_AsLongLong(told);
-        Py_XDECREF(told);
-        if (obj == NULL || pos != self->stream_pos + (long long)lens[i]) {
-            Py_XDECREF(obj);
-            Py_CLEAR(list);
-            break;
+/* Bytes of the msgpack object at p (n bytes there), or 0 if no complete object starts at p.
+ * Untrusted input (another process wrote it): every length is checked against n, and nesting
+ * is counted, not recursed into. */
+static size_t msgpack_object_size(const unsigned char *p, size_t n) {
+    size_t at = 0;
+    uint64_t pending = 1; /* objects still to step over */
+    while (pending > 0) {
+        if (at >= n || pending > n - at) return 0; /* each object needs at least one byte */
+        unsigned char b = p[at++];
+        pending--;
+        uint64_t skip = 0, more = 0;
+        int width = 0;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+        } else if (b <= 0x8f) {
+            more = 2u * (b & 0x0f);
+        } else if (b <= 0x9f) {
+            more = b & 0x0f;
+        } else if (b <= 0xbf) {
+            skip = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc4: case 0xd9: width = 1; break;                   /* bin8, str8 */
+            case 0xc5: case 0xda: width = 2; break;                   /* bin16, str16 */
+            case 0xc6: case 0xdb: width = 4; break;                   /* bin32, str32 */
+            case 0xc7: width = 1; skip = 1; break;                    /* ext8 + its type */
+            case 0xc8: width = 2; skip = 1; break;
+            case 0xc9: width = 4; skip = 1; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xca: case 0xce: case 0xd2: skip = 4; break;
+            case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break;                               /* fixext: type + data */
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: case 0xde: width = 2; break;                   /* array16, map16 */
+            case 0xdd: case 0xdf: width = 4; break;                   /* array32, map32 */
+            default: return 0;                                        /* 0xc1: never used */
+            }
+            if (width) {
+                if (n - at < (size_t)width) return 0;
+                uint64_t count = big_endian(p + at, width);
+                at += (size_t)width;
+                if (b == 0xdc || b == 0xdd) more = count;
+                else if (b == 0xde || b == 0xdf) more = 2 * count;
+                else skip += count;
+            }
         }
-        self->stream_pos = pos;
-        PyList_SET_ITEM(list, (Py_ssize_t)i, obj);
+        if (skip > n - at) return 0;
+        at += (size_t)skip;
+        if (more > n) return 0;
+        pending += more;
     }
-    if (list == NULL) {
-        stream_drop(self); /* it may hold a partial object: start afresh next time */
-        if (PyErr_Occurred() && fast_call_failed_plainly()) PyErr_Clear();
-    }
-    return list;
+    return at;
 }
 
-static PyObject *decode_payload(CoreChannel *self, PyObject *payload) {
-    size_t len = (size_t)PyBytes_GET_SIZE(payload);
-    PyObject *list = stream_decode(self, payload, &len, 1);
-    if (list != NULL) {
-        PyObject *obj = PyList_GET_ITEM(list, 0);
-        Py_INCREF(obj);
-        Py_DECREF(list);
-        return obj;
+/* The elements of a packed msgpack array of `count` elements, as slices of `packed`; 0, or -1
+ * if `packed` is not such an array (the caller then packs element by element). */
+static int split_array(const unsigned char *packed, size_t n, size_t count,
+                       struct iovec *iov) {
+    size_t at;
+    if (n < 1) return -1;
+    if (packed[0] >= 0x90 && packed[0] <= 0x9f) {
+        if ((size_t)(packed[0] & 0x0f) != count) return -1;
+        at = 1;
+    } else if (packed[0] == 0xdc && n >= 3 && big_endian(packed + 1, 2) == count) {
+        at = 3;
+    } else if (packed[0] == 0xdd && n >= 5 && big_endian(packed + 1, 4) == count) {
+        at = 5;
+    } else {
+        return -1;
     }
-    if (PyErr_Occurred()) return NULL;
-    return decode_one(self, payload);
+    for (size_t i = 0; i < count; i++) {
+        size_t size = msgpack_object_size(packed + at, n - at);
+        if (size == 0) return -1;
+        iov[i].iov_base = (void *)(packed + at);
+        iov[i].iov_len = size;
+        at += size;
+    }
+    return at == n ? 0 : -1;
 }
+
 
 /* Run `call` with SHMIPC_TRY holding the GIL, then, if it would wait and the caller allows
  * waiting, again with the GIL released. */
@@ -568,6 +568,45 @@ static PyObject *CoreChannel_send_nowait(CoreChannel *self, PyObject *obj) {
 }
 
 /* Send a list of buffers (objects with the buffer protocol) as one batch. */
+/* Send `count` messages (iov) as one batch: without waiting while holding the GIL, then the
+ * rest with it released. Returns None, or NULL with the error (Full and ChannelClosed carry
+ * `sent`). */
+static PyObject *send_iov(CoreChannel *self, const struct iovec *iov, size_t count,
+                          int64_t timeout_ns) {
+    size_t sent = 0, total;
+    int rc = shmipc_channel_sendv(self->ch, iov, count, &sent, timeout_ns, SHMIPC_TRY);
+    total = sent;
+    if (rc == SHMIPC_EWOULDBLOCK) { /* the rest, waiting for room, without the GIL */
+        self->calls++;
+        Py_BEGIN_ALLOW_THREADS rc = shmipc_channel_sendv(self->ch, iov + total, count - total,
+                                                         &sent, timeout_ns, 0);
+        Py_END_ALLOW_THREADS self->calls--;
+        total += sent;
+    }
+    if (rc == SHMIPC_OK) Py_RETURN_NONE;
+    size_t size = 0;
+    if (rc == SHMIPC_ETOOBIG || rc == SHMIPC_EKIND) {
+        for (size_t i = 0; i < count; i++)
+            if (iov[i].iov_len > size) size = iov[i].iov_len;
+    } else if (total < count) {
+        size = iov[total].iov_len;
+    }
+    raise_code(self, rc, size, timeout_ns);
+    if (rc == SHMIPC_EFULL || rc == SHMIPC_ECLOSED || rc == SHMIPC_EINTR) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (value != NULL) {
+            PyObject *n = PyLong_FromSize_t(total);
+            if (n != NULL) PyObject_SetAttrString(value, "sent", n);
+            Py_XDECREF(n);
+        }
+        PyErr_Restore(type, value, tb);
+    }
+    return NULL;
+}
+
+/* Send a list of buffers (objects with the buffer protocol) as one batch. */
 static PyObject *send_list(CoreChannel *self, PyObject *items, int64_t timeout_ns) {
     Py_ssize_t count = PyList_GET_SIZE(items);
     Py_buffer *views = PyMem_Calloc(count ? (size_t)count : 1, sizeof *views);
@@ -584,47 +623,36 @@ static PyObject *send_list(CoreChannel *self, PyObject *items, int64_t timeout_n
         iov[got].iov_base = views[got].buf;
         iov[got].iov_len = (size_t)views[got].len;
     }
-    size_t sent = 0, total = 0;
-    int rc;
-    int flags = SHMIPC_TRY;
-    rc = shmipc_channel_sendv(self->ch, iov, (size_t)count, &sent, timeout_ns, flags);
-    total = sent;
-    if (rc == SHMIPC_EWOULDBLOCK) { /* the rest, waiting for room, without the GIL */
-        self->calls++;
-        Py_BEGIN_ALLOW_THREADS rc = shmipc_channel_sendv(self->ch, iov + total,
-                                                         (size_t)count - total, &sent,
-                                                         timeout_ns, 0);
-        Py_END_ALLOW_THREADS self->calls--;
-        total += sent;
-    }
-    if (rc != SHMIPC_OK) {
-        size_t size = 0;
-        if (rc == SHMIPC_ETOOBIG) {
-            for (Py_ssize_t i = 0; i < count; i++)
-                if (iov[i].iov_len > size) size = iov[i].iov_len;
-        } else if (total < (size_t)count) {
-            size = iov[total].iov_len;
-        }
-        raise_code(self, rc, size, timeout_ns);
-        if (rc == SHMIPC_EFULL || rc == SHMIPC_ECLOSED || rc == SHMIPC_EINTR) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (value != NULL) {
-                PyObject *n = PyLong_FromSize_t(total);
-                if (n != NULL) PyObject_SetAttrString(value, "sent", n);
-                Py_XDECREF(n);
-            }
-            PyErr_Restore(type, value, tb);
-        }
-        goto done;
-    }
-    result = Py_None;
-    Py_INCREF(result);
+    result = send_iov(self, iov, (size_t)count, timeout_ns);
 done:
     for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
     PyMem_Free(views);
     PyMem_Free(iov);
+    return result;
+}
+
+/* send_many of objects in one msgpack call: pack the whole sequence as an array and send its
+ * elements. Returns NULL without an error set when that does not apply (no fast pack, or the
+ * pack failed: encoding one by one then names the object at fault). */
+static PyObject *send_packed_array(CoreChannel *self, PyObject *seq, int64_t timeout_ns) {
+    size_t count = (size_t)PySequence_Fast_GET_SIZE(seq);
+    if (self->pack == NULL || count == 0) return NULL;
+    PyObject *packed = PyObject_CallOneArg(self->pack, seq);
+    if (packed == NULL) {
+        if (fast_call_failed_plainly()) PyErr_Clear();
+        return NULL;
+    }
+    PyObject *result = NULL;
+    struct iovec *iov = PyMem_Calloc(count, sizeof *iov);
+    if (iov == NULL) PyErr_NoMemory();
+    else if (!PyBytes_Check(packed) ||
+             split_array((const unsigned char *)PyBytes_AS_STRING(packed),
+                         (size_t)PyBytes_GET_SIZE(packed), count, iov) != 0)
+        ; /* not what our packer makes: the caller encodes one by one */
+    else
+        result = send_iov(self, iov, count, timeout_ns);
+    PyMem_Free(iov);
+    Py_DECREF(packed);
     return result;
 }
 
@@ -641,6 +669,13 @@ static PyObject *send_many_impl(CoreChannel *self, PyObject *const *args, Py_ssi
     if (self->ch == NULL) return closed_handle();
     PyObject *seq = PySequence_Fast(iterable, "send_many takes an iterable of messages");
     if (seq == NULL) return NULL;
+    if (encode) {
+        PyObject *done = send_packed_array(self, seq, ns);
+        if (done != NULL || PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return done;
+        }
+    }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject *items = PyList_New(n);
     if (items == NULL) {
@@ -733,7 +768,7 @@ static PyObject *recv_one(CoreChannel *self, int64_t timeout_ns, int decode) {
     shmipc_channel_recv_commit(self->ch);
     if (!decode) return payload;
     if (self->decode == NULL) return payload;
-    PyObject *obj = decode_payload(self, payload);
+    PyObject *obj = decode_one(self, payload);
     Py_DECREF(payload);
     return obj;
 }
@@ -820,8 +855,8 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
         shmipc_channel_recv_commit(self->ch);
         return 0;
     }
-    /* Decoding: one buffer for the whole claim, decoded as a stream where it can be. */
-    size_t total = 0, lens[CLAIM_BATCH];
+    /* Decoding: one buffer for the whole claim, an array header in front, one unpack. */
+    size_t total = 5, lens[CLAIM_BATCH];
     for (size_t i = 0; i < count; i++) total += lens[i] = msgs[i].length;
     PyObject *joined = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
     if (joined == NULL) {
@@ -830,24 +865,38 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
         PyErr_Clear();
         return 1;
     }
-    char *at = PyBytes_AS_STRING(joined);
+    unsigned char *buf = (unsigned char *)PyBytes_AS_STRING(joined), *at = buf + 5;
+    buf[0] = 0xdd; /* array32 of `count` elements */
+    for (int k = 0; k < 4; k++) buf[1 + k] = (unsigned char)(count >> (24 - 8 * k));
+    int whole = self->unpack != NULL; /* every message exactly one object: one unpack */
     for (size_t i = 0; i < count; i++) {
         if (lens[i] != 0) memcpy(at, data + msgs[i].offset, lens[i]);
+        whole = whole && msgpack_object_size(at, lens[i]) == lens[i];
         at += lens[i];
     }
     shmipc_channel_recv_commit(self->ch);
-    PyObject *part = stream_decode(self, joined, lens, count);
-    if (part != NULL) {
-        Py_ssize_t n = PyList_GET_SIZE(out);
-        int rc = PyList_SetSlice(out, n, n, part);
-        Py_DECREF(part);
-        Py_DECREF(joined);
-        return rc;
+    if (whole) {
+        PyObject *call = PyTuple_Pack(1, joined);
+        PyObject *part = call ? PyObject_Call(self->unpack, call, self->unpack_kwargs) : NULL;
+        Py_XDECREF(call);
+        if (part != NULL && PyList_CheckExact(part) && (size_t)PyList_GET_SIZE(part) == count) {
+            Py_ssize_t n = PyList_GET_SIZE(out);
+            int rc = PyList_SetSlice(out, n, n, part);
+            Py_DECREF(part);
+            Py_DECREF(joined);
+            return rc;
+        }
+        Py_XDECREF(part);
+        if (part == NULL && !fast_call_failed_plainly()) {
+            Py_DECREF(joined);
+            return -1;
+        }
+        PyErr_Clear(); /* one by one below: the codec says which message is at fault */
     }
-    int rc = PyErr_Occurred() ? -1 : 0;
-    at = PyBytes_AS_STRING(joined);
-    for (size_t i = 0; rc == 0 && i < count; i++) { /* one by one: the codec names errors */
-        PyObject *b = PyBytes_FromStringAndSize(at, (Py_ssize_t)lens[i]);
+    int rc = 0;
+    at = buf + 5;
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)at, (Py_ssize_t)lens[i]);
         rc = b == NULL ? -1 : append_decoded(self, b, out, failure);
         Py_XDECREF(b);
         at += lens[i];

@@ -28,7 +28,6 @@ the ``_shmipc_record`` attribute of its class (the :class:`~shmipc.records.Recor
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import struct
 import zlib
 from collections.abc import Callable, Iterable
@@ -208,19 +207,16 @@ class Codec:
             return self._ext_hook(code, data)
         return msgpack.ExtType(code, data)
 
-    def fast_paths(self) -> tuple[Any, Any, dict[str, Any], Any] | None:
-        """For the compiled core: ``(pack, unpackb, unpack_kwargs, make_stream)``, the msgpack
-        calls that :meth:`encode` and :meth:`decode` make, to be called directly per message,
-        and a factory of incremental unpackers with the same settings, fed payloads back to
-        back (the core checks that each object ends where its message ends, and falls back to
-        :meth:`encode`/:meth:`decode` to raise their errors). None when this codec must see
-        every message (``max_size`` is set)."""
+    def fast_paths(self) -> tuple[Any, Any, dict[str, Any]] | None:
+        """For the compiled core: ``(pack, unpackb, unpack_kwargs)``, the msgpack calls that
+        :meth:`encode` and :meth:`decode` make, to be called directly per message or batch
+        (the core falls back to :meth:`encode`/:meth:`decode` to raise their errors). None
+        when this codec must see every message (``max_size`` is set)."""
         if self.max_size is not None:
             return None
-        settings = {"raw": False, "strict_map_key": True, "use_list": True,
-                    "ext_hook": self._hook, "timestamp": 3}
-        return self._packer.pack, msgpack.unpackb, settings, functools.partial(
-            msgpack.Unpacker, **settings)
+        return self._packer.pack, msgpack.unpackb, {
+            "raw": False, "strict_map_key": True, "use_list": True, "ext_hook": self._hook,
+            "timestamp": 3}
 
     def decode(self, payload: bytes | memoryview) -> Any:
         """Decode one message.

@@ -15,6 +15,8 @@ import zlib
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import shmipc
 from conftest import fork_run, join, run_python, start_python, unlink_channel_names
@@ -599,3 +601,52 @@ def test_a_sequenced_send_killed_midway_leaves_both_or_neither(channel_path, poi
         assert ch.recv_many_bytes(10, timeout=1) == ([b"seven", b"eight"] if committed
                                                      else [b"seven"])
         assert ch.send_sequenced(b"eight", 8) is not committed  # the redelivery is idempotent
+
+
+# Any msgpack object: the batch paths find where each one ends in C (send_many packs the list
+# as one array and sends its elements; recv_many unpacks its messages as one array).
+msgpack_objects = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=300) | st.binary(max_size=300),
+    lambda inner: st.lists(inner, max_size=20)
+    | st.dictionaries(st.text(max_size=10), inner, max_size=20),
+    max_leaves=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=st.lists(msgpack_objects, min_size=1, max_size=70), take=st.integers(1, 80))
+def test_batches_of_any_msgpack_objects_round_trip(batch, take):
+    with shmipc.Channel.anonymous(1 << 20) as ch:
+        ch.send_many(batch)
+        assert ch.statistics().messages == len(batch)
+        got: list[object] = []
+        while len(got) < len(batch):
+            got += ch.recv_many(take, timeout=1)
+        assert got == batch
+        ch.send_many(batch)
+        assert [ch.recv(timeout=1) for _ in batch] == batch  # each element is one message
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages=st.lists(st.binary(max_size=40), min_size=1, max_size=20))
+def test_recv_many_of_arbitrary_bytes_decodes_as_recv_would(messages):
+    # Hostile or plain wrong payloads: recv_many must decode exactly what recv would, message
+    # by message, and report failures the same way, whatever bytes it is given.
+    expected: list[object] = []
+    for m in messages:
+        try:
+            expected.append(shmipc.Codec().decode(m))
+        except shmipc.DecodeError:
+            expected.append(shmipc.DecodeError)
+    with shmipc.Channel.anonymous(1 << 16) as ch:
+        ch.send_many_bytes(messages)
+        try:
+            got = ch.recv_many(len(messages), timeout=1)
+        except shmipc.DecodeError as exc:
+            got = exc.received
+        assert len(got) == len(messages)
+        for g, e in zip(got, expected, strict=True):
+            if e is shmipc.DecodeError:
+                assert isinstance(g, shmipc.DecodeError)
+            else:
+                assert g == e or (g != g and e != e)
