@@ -235,8 +235,10 @@ def test_recv_many_killed_at_each_point(channel_path, point):
 
 @pytest.mark.parametrize("point", ["locked", "recv_copied"])
 def test_recv_many_killed_in_its_second_claim(channel_path, point):
-    """recv_many of more than one claim's worth commits claim by claim: killed before the
-    second commit, the first claim is gone with the dead consumer and the rest stays whole."""
+    """recv_many of more than one claim's worth (the binding claims at most 64 messages at a
+    time, although its docstring says "under one lock acquisition") commits claim by claim:
+    killed before the second commit, the first claim is gone with the dead consumer and the
+    rest stays whole."""
     batch = [f"batch {i}" for i in range(200)]
     with shmipc.Channel.create(channel_path, 1 << 16) as ch:
         ch.send_many(batch)
@@ -540,63 +542,88 @@ def test_regression_a_producer_killed_asleep_on_a_full_ring_is_repaired(channel_
 
 
 def test_regression_two_handles_in_one_process_exclude_each_other_in_a_takeover(channel_path):
-    """Two threads of one process, each with its own handle, wait for a lock whose holder then
-    dies: both take the same identity word, and still only one of them may take the lock
-    over; the other must keep waiting for it (it is held by a live thread of its own
-    process). Every message of both arrives once, in order."""
-    count = 2000
+    """Two threads of one process, each with its own handle, find a dead holder's lock: both
+    judge it dead, one takes it over, and the other then finds the lock held by its own
+    identity (same pid, same start time). It must wait for it - a live thread of its own
+    process holds it - instead of taking it over again (two holders writing at the same
+    position). Repeated with fresh dead holders, the threads starting together each time, so
+    that their takeovers race; every message of both arrives once, in order, and each dead
+    holder costs exactly one recovery."""
+    rounds, batch = 20, 8
     with shmipc.Channel.create(channel_path, 1 << 16) as ch:
-
-        def stop_holding() -> None:
-            c = shmipc.Channel.open(channel_path)
-            _core._killpoint("locked", 1, signal.SIGSTOP)
-            c.send("never")
-
-        holder = fork_run(stop_holding)
         handles = [shmipc.Channel.open(channel_path) for _ in range(2)]
         errors: list[BaseException] = []
-
-        def send_all(name: str, h: shmipc.Channel) -> None:
-            try:
-                i = 0
-                while i < count:
-                    if i % 3 == 0:
-                        batch = [[name, j] for j in range(i, min(i + 5, count))]
-                        h.send_many(batch, timeout=30)
-                        i += len(batch)
-                    else:
-                        h.send([name, i], timeout=30)
-                        i += 1
-            except BaseException as exc:  # reported by the main thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=send_all, args=(name, h))
-                   for name, h in zip("ab", handles, strict=True)]
+        got: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
         try:
-            wait_stopped(holder)
-            for t in threads:
-                t.start()
-            time.sleep(0.3)  # both threads wait for the stopped holder's lock
-            assert ch.statistics().sent == 0
-            os.kill(holder, signal.SIGKILL)
-            assert join(holder) == -signal.SIGKILL
-            got: dict[str, list[int]] = {"a": [], "b": []}
-            deadline = time.monotonic() + 60
-            while sum(map(len, got.values())) < 2 * count:
-                assert time.monotonic() < deadline, "the threads' messages did not arrive"
+            for r in range(rounds):
+                die_at(channel_path, "locked", lambda c: c.send("never"))  # dies holding it
+                assert holder_pid(ch, "producer") not in (0, os.getpid())
+                start = threading.Barrier(2)
+
+                def send_all(name: str, h: shmipc.Channel, r: int = r,
+                             start: threading.Barrier = start) -> None:
+                    try:
+                        start.wait(timeout=30)
+                        for i in range(0, 4 * batch, batch):  # 2 KiB messages: a long hold
+                            h.send_many([[name, r, j, b"x" * 2000] for j in range(i, i + batch)],
+                                        timeout=30)
+                    except BaseException as exc:  # reported by the main thread
+                        errors.append(exc)
+
+                threads = [threading.Thread(target=send_all, args=(name, h))
+                           for name, h in zip("ab", handles, strict=True)]
+                for t in threads:
+                    t.start()
                 try:
-                    for name, i in ch.recv_many(100, timeout=0.5):
-                        got[name].append(i)
-                except shmipc.Empty:
-                    assert not errors, errors
+                    while sum(map(len, got.values())) < (r + 1) * 8 * batch and not errors:
+                        try:
+                            for name, rr, j, _ in ch.recv_many(100, timeout=10):
+                                got[name].append((rr, j))
+                        except shmipc.Empty:
+                            break
+                finally:
+                    for t in threads:
+                        t.join(timeout=60)
+                assert not errors, errors
+                assert ch.statistics().recoveries == r + 1
         finally:
-            kill_quietly(holder)
-            for t in threads:
-                t.join(timeout=60)
             for h in handles:
                 h.close()
-        assert not errors, errors
-        assert not any(t.is_alive() for t in threads)
-        assert got == {"a": list(range(count)), "b": list(range(count))}
+        expected = [(r, j) for r in range(rounds) for j in range(4 * batch)]
+        assert got == {"a": expected, "b": expected}
         drained(ch)
-        assert ch.statistics().recoveries == 1
+
+
+@pytest.mark.xfail(strict=True, reason="core bug, reported: a batch that fills the ring is "
+                   "sent in two lock acquisitions (the binding's first try without waiting "
+                   "commits what fits and releases the lock, then the call waits for it again)")
+def test_send_many_writes_its_batch_under_one_lock_acquisition(channel_path):
+    """send_many is documented as "several objects in order under one lock acquisition" (and
+    FORMAT.md: a batch is written under one lock acquisition), so nobody else's frames can
+    come between its messages. A producer killed the instant it takes a lock for the second
+    time (a try that found no room may have taken and released it once) has then sent
+    nothing of its batch; one that is not killed sends all of it."""
+    batch = [bytes([i]) * 1000 for i in range(10)]
+    with shmipc.Channel.create(channel_path, 4096) as ch:
+
+        def child() -> None:
+            c = shmipc.Channel.open(channel_path)
+            _core._killpoint("locked", 2)
+            c.send_many_bytes(batch, timeout=30)
+
+        pid = fork_run(child)
+        got: list[bytes] = []
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    got.append(ch.recv_bytes(timeout=0.05))
+                except shmipc.Empty:
+                    if os.waitpid(pid, os.WNOHANG) != (0, 0):  # it ended (and was reaped)
+                        pid = 0
+                        break
+        finally:
+            if pid:
+                kill_quietly(pid)
+        assert pid == 0, "the batch did not end"
+        assert got in ([], batch), f"{len(got)} of the batch were sent before another lock"
