@@ -32,17 +32,18 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
 
-# Kill torture: SIGKILL producers and consumers at random and at every lock-protocol point.
-# `make torture TORTURE_SECONDS=600 TORTURE_KILLS=2000` for a longer run.
+# Kill-and-stall torture: SIGKILL producers and consumers at random and at every kill point of
+# the compiled core, SIGSTOP lock holders; one half with spinning off, one with the default
+# spin. `make torture TORTURE_SECONDS=600 TORTURE_SEED=1234` for a longer run, or to replay one.
 TORTURE_SECONDS ?= 120
-TORTURE_KILLS   ?= 500
+TORTURE_SEED    ?=
 torture: $(STAMP)
-	$(BIN)/python tests/torture.py --duration $(TORTURE_SECONDS) --kills $(TORTURE_KILLS)
+	$(BIN)/python tests/torture.py --duration $(TORTURE_SECONDS) $(if $(TORTURE_SEED),--seed $(TORTURE_SEED))
 
-# Soak: 2 producers x 2 consumers, random sizes, every message checked; no kills.
+# Soak: 2 producers x 2 consumers, random sizes, every message checked; no kills, no stalls.
 SOAK_SECONDS ?= 60
 soak: $(STAMP)
-	$(BIN)/python tests/torture.py --duration $(SOAK_SECONDS) --kills 0
+	$(BIN)/python tests/torture.py --duration $(SOAK_SECONDS) --rounds 0
 
 # The C examples (examples/c/) linked with the core: build/producer, build/consumer.
 C_BUILD ?= build
