@@ -22,7 +22,8 @@
 #include "shmipc.h"
 #include "testing.h"
 
-#define CLAIM_BATCH 64 /* messages claimed at once by recv_many */
+#define CLAIM_BATCH 64    /* recv_many claims up to this many on the stack */
+#define CLAIM_MAX 65536   /* and at most this many in one claim */
 
 static PyObject *Empty, *Full, *EndOfChannel, *ChannelClosed, *MessageTooLarge,
     *CorruptChannel, *NotAChannel, *IncompatibleChannel, *DecodeError;
@@ -856,8 +857,8 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
         return 0;
     }
     /* Decoding: one buffer for the whole claim, an array header in front, one unpack. */
-    size_t total = 5, lens[CLAIM_BATCH];
-    for (size_t i = 0; i < count; i++) total += lens[i] = msgs[i].length;
+    size_t total = 5;
+    for (size_t i = 0; i < count; i++) total += msgs[i].length;
     PyObject *joined = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
     if (joined == NULL) {
         shmipc_channel_recv_abort(self->ch);
@@ -870,9 +871,10 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
     for (int k = 0; k < 4; k++) buf[1 + k] = (unsigned char)(count >> (24 - 8 * k));
     int whole = self->unpack != NULL; /* every message exactly one object: one unpack */
     for (size_t i = 0; i < count; i++) {
-        if (lens[i] != 0) memcpy(at, data + msgs[i].offset, lens[i]);
-        whole = whole && msgpack_object_size(at, lens[i]) == lens[i];
-        at += lens[i];
+        size_t len = msgs[i].length;
+        if (len != 0) memcpy(at, data + msgs[i].offset, len);
+        whole = whole && msgpack_object_size(at, len) == len;
+        at += len;
     }
     shmipc_channel_recv_commit(self->ch);
     if (whole) {
@@ -896,10 +898,10 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
     int rc = 0;
     at = buf + 5;
     for (size_t i = 0; rc == 0 && i < count; i++) {
-        PyObject *b = PyBytes_FromStringAndSize((const char *)at, (Py_ssize_t)lens[i]);
+        PyObject *b = PyBytes_FromStringAndSize((const char *)at, (Py_ssize_t)msgs[i].length);
         rc = b == NULL ? -1 : append_decoded(self, b, out, failure);
         Py_XDECREF(b);
-        at += lens[i];
+        at += msgs[i].length;
     }
     Py_DECREF(joined);
     return rc;
@@ -924,26 +926,21 @@ static PyObject *recv_many_impl(CoreChannel *self, PyObject *const *args, Py_ssi
     PyObject *out = PyList_New(0), *failure = NULL;
     if (out == NULL) return NULL;
     int decoding = decode && self->decode != NULL;
-    shmipc_slice msgs[CLAIM_BATCH];
-    /* Wait for the first messages; then take, without waiting, what else is there now. */
-    for (int first = 1; PyList_GET_SIZE(out) < max_count; first = 0) {
-        size_t room = (size_t)(max_count - PyList_GET_SIZE(out)), count;
-        size_t max = room < CLAIM_BATCH ? room : CLAIM_BATCH;
-        int rc = first ? claim(self, msgs, max, &count, ns)
-                       : shmipc_channel_recv_claim_many(self->ch, msgs, max, &count, 0,
-                                                        SHMIPC_TRY);
-        if (rc != SHMIPC_OK) {
-            if (!first) break;
-            Py_DECREF(out);
-            return raise_code(self, rc, 0, ns);
-        }
-        int taken = take_claimed(self, msgs, count, decoding, out, &failure);
-        if (taken < 0) {
-            Py_DECREF(out);
-            Py_XDECREF(failure);
-            return NULL;
-        }
-        if (taken > 0 || count < max) break;
+    /* One claim, one lock acquisition, for up to CLAIM_MAX messages. */
+    size_t max = (size_t)max_count < CLAIM_MAX ? (size_t)max_count : CLAIM_MAX, count;
+    shmipc_slice few[CLAIM_BATCH];
+    shmipc_slice *msgs = max <= CLAIM_BATCH ? few : PyMem_Malloc(max * sizeof *msgs);
+    if (msgs == NULL) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    int rc = claim(self, msgs, max, &count, ns);
+    int taken = rc != SHMIPC_OK ? -1 : take_claimed(self, msgs, count, decoding, out, &failure);
+    if (msgs != few) PyMem_Free(msgs);
+    if (rc != SHMIPC_OK || taken < 0) {
+        Py_DECREF(out);
+        Py_XDECREF(failure);
+        return rc != SHMIPC_OK ? raise_code(self, rc, 0, ns) : NULL;
     }
     if (failure == NULL) return out;
     /* Every message was consumed: the error carries them all, none is lost. */

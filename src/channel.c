@@ -269,6 +269,21 @@ int shmipc_channel_sendv(shmipc_channel *ch, const struct iovec *msgs, size_t co
     uint64_t w;
     int rc = begin_send(ch, &b, flags, &w);
     if (rc != SHMIPC_OK) return rc;
+    if (flags & SHMIPC_TRY) {
+        /* All or nothing without waiting: a batch that would have to wait part-way is left
+         * whole to the waiting call, so that it goes in under one lock acquisition. */
+        uint64_t end = w, free_bytes;
+        for (size_t i = 0; i < count; i++) end += room_needed(ch, end, msgs[i].iov_len);
+        uint64_t used = w - ch->seen_read;
+        if (used > ch->capacity || ch->capacity - used < end - w) {
+            rc = refresh_read(ch, w, &free_bytes);
+            if (rc == SHMIPC_OK && free_bytes < end - w) rc = SHMIPC_EWOULDBLOCK;
+            if (rc != SHMIPC_OK) {
+                release_producer(ch);
+                return rc;
+            }
+        }
+    }
     size_t done = 0, pending = 0;
     for (size_t i = 0; i < count; i++) {
         uint64_t need = room_needed(ch, w, msgs[i].iov_len);

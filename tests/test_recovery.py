@@ -234,18 +234,16 @@ def test_recv_many_killed_at_each_point(channel_path, point):
 
 
 @pytest.mark.parametrize("point", ["locked", "recv_copied"])
-def test_recv_many_killed_in_its_second_claim(channel_path, point):
-    """recv_many of more than one claim's worth (the binding claims at most 64 messages at a
-    time, although its docstring says "under one lock acquisition") commits claim by claim:
-    killed before the second commit, the first claim is gone with the dead consumer and the
-    rest stays whole."""
+def test_regression_recv_many_takes_its_whole_batch_under_one_lock(channel_path, point):
+    """recv_many claimed at most 64 messages per lock acquisition, although documented as one:
+    killed before its second commit it lost the first 64. Now one claim takes them all, and
+    a consumer killed before its commit leaves all 200."""
     batch = [f"batch {i}" for i in range(200)]
     with shmipc.Channel.create(channel_path, 1 << 16) as ch:
         ch.send_many(batch)
-        die_at(channel_path, point, lambda c: c.recv_many(200, timeout=30), after=2)
-        taken = ch.statistics().received  # counted at the first claim's commit
-        assert 0 < taken < len(batch)
-        assert ch.recv_many(1000, timeout=30) == batch[taken:]
+        die_at(channel_path, point, lambda c: c.recv_many(200, timeout=30))
+        assert ch.statistics().received == 0
+        assert ch.recv_many(1000, timeout=30) == batch
         drained(ch)
         assert ch.statistics().recoveries == 1
 
@@ -594,10 +592,7 @@ def test_regression_two_handles_in_one_process_exclude_each_other_in_a_takeover(
         drained(ch)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug, reported: a batch that fills the ring is "
-                   "sent in two lock acquisitions (the binding's first try without waiting "
-                   "commits what fits and releases the lock, then the call waits for it again)")
-def test_send_many_writes_its_batch_under_one_lock_acquisition(channel_path):
+def test_regression_send_many_writes_its_batch_under_one_lock_acquisition(channel_path):
     """send_many is documented as "several objects in order under one lock acquisition" (and
     FORMAT.md: a batch is written under one lock acquisition), so nobody else's frames can
     come between its messages. A producer killed the instant it takes a lock for the second
