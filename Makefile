@@ -4,13 +4,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# setuptools prints a generic notice on every editable install ("Editable installation ...
+# be careful with folders named like the package"); it says nothing about this project.
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: demo test bench torture soak lint clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard include/*.h src/*.[ch] shmipc/*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(EDITABLE) $(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,7 +24,7 @@ test: $(STAMP)
 
 # The peers (pyzmq, faster-fifo) and matplotlib come with the bench extra.
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(EDITABLE) $(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
 lint: $(STAMP)
