@@ -188,7 +188,7 @@ def child_exercise(path, sent: list[bytes], live_muts=None) -> None:
                     got = ch.recv_bytes(timeout=0.02)
                 else:  # the core's claim says where the message lies: inside the ring
                     offset, length = ch._recv_claim(0.02)
-                    if not (layout.FRAME_HEADER <= offset and offset + length <= CAPACITY):
+                    if not (offset >= layout.FRAME_HEADER and offset + length <= CAPACITY):
                         os._exit(7)
                     got = bytes(ch._data[offset:offset + length])
                     ch._recv_finish(True)
