@@ -1,0 +1,221 @@
+"""The out-bridge's outbox: a small append-only file of messages taken from the local channel
+whose publication JetStream has not acknowledged yet.
+
+Why it exists: the channel's public API commits (removes) a message when its ``recv_view`` block
+ends, and shows one message at a time. Waiting inside each block for JetStream's acknowledgement
+would allow one publication in flight (one network round trip per message). Instead each message
+is appended here *before* its block ends, so that the bridge can keep many publications in
+flight and still lose nothing when it is killed: a message is always in the channel, in this
+file, or acknowledged by JetStream (usually two of them), never in none.
+
+Layout (all little-endian)::
+
+    header   0  8s  magic b"SHMBRJ1\\0"
+             8  16s source id (the channel id)
+            24  Q   acked_through: every record at or before this key was acknowledged
+            32  Q   journaled_through: the last key ever appended (survives truncation)
+            40  I   flags: bit 0 = acked_through is valid, bit 1 = journaled_through is valid
+            44  20x reserved
+    records     Q position, I length, I crc32(position bytes + payload), then the payload
+
+A record is appended with one ``pwrite`` (in the page cache when it returns, so it survives a
+``kill -9``; ``fsync`` is not needed for that, and is what a machine crash would need). A kill
+during the ``pwrite`` leaves a torn last record, which the CRC rejects: its message was not yet
+committed in the channel, so nothing is lost. The file is truncated back to its header once
+every record is acknowledged and it has grown past ``compact_size``.
+
+Keys are the channel's read positions, monotonic modulo 2**64: compared by signed difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+HEADER = struct.Struct("<8s16sQQI20x")
+RECORD = struct.Struct("<QII")
+MAGIC = b"SHMBRJ1\0"
+ACKED_VALID = 1
+JOURNALED_VALID = 2
+U64 = (1 << 64) - 1
+DEFAULT_COMPACT_SIZE = 16 << 20
+MAX_RECORD = 1 << 34
+
+
+def after(a: int, b: int) -> bool:
+    """True if position ``a`` comes after ``b`` (modulo 2**64)."""
+    return 0 < ((a - b) & U64) < (1 << 63)
+
+
+class JournalError(RuntimeError):
+    """The outbox file is not an outbox, or another bridge holds it."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journaled message: its position in the source and its bytes."""
+
+    position: int
+    payload: bytes
+
+
+class Outbox:
+    """The outbox file of one out-bridge (see the module docstring). Not thread-safe: one
+    thread at a time (the bridge hands it between its event loop and one worker thread)."""
+
+    def __init__(self, path: str, fd: int, source_id: bytes, acked: int | None,
+                 journaled: int | None, tail: int, pending: list[Entry],
+                 compact_size: int) -> None:
+        """Private: use :meth:`open`."""
+        self.path = path
+        self._fd = fd
+        self.source_id = source_id
+        self.acked_through = acked
+        self.journaled_through = journaled
+        self._written_acked = acked
+        self._tail = tail
+        self.recovered = pending
+        self.compact_size = compact_size
+
+    @classmethod
+    def open(cls, path: str, source_id: bytes, *,
+             compact_size: int = DEFAULT_COMPACT_SIZE) -> Outbox:
+        """Open (or create) the outbox at ``path``, lock it, and read back what it holds.
+
+        :attr:`recovered` lists the records after ``acked_through``: messages that may not have
+        reached JetStream and must be published again (with the same ids) before anything new.
+        :attr:`source_id` is the id they belong to, which may differ from ``source_id`` when the
+        channel was made anew; :meth:`reset` adopts the new one once they are acknowledged.
+
+        Raises:
+            JournalError: another process holds the file, or it is not an outbox.
+        """
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JournalError(f"{path}: another bridge is using this outbox; run one "
+                                   "out-bridge per outbox (--outbox)") from None
+            head = os.pread(fd, HEADER.size, 0)
+            if len(head) < HEADER.size:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, HEADER.pack(MAGIC, source_id, 0, 0, 0), 0)
+                return cls(path, fd, source_id, None, None, HEADER.size, [], compact_size)
+            magic, sid, acked, journaled, flags = HEADER.unpack(head)
+            if magic != MAGIC:
+                raise JournalError(f"{path}: not a shmipc bridge outbox (wrong magic); give "
+                                   "another --outbox path")
+            acked_v = acked if flags & ACKED_VALID else None
+            journaled_v = journaled if flags & JOURNALED_VALID else None
+            pending, tail, last = _scan(fd, acked_v)
+            if last is not None and (journaled_v is None or after(last, journaled_v)):
+                journaled_v = last
+            if tail != os.fstat(fd).st_size:
+                os.ftruncate(fd, tail)  # a torn last record: its message is still in the source
+            return cls(path, fd, sid, acked_v, journaled_v, tail, pending, compact_size)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def holds(self, position: int) -> bool:
+        """True if the message at ``position`` of this source was journaled already (its
+        channel commit may not have happened when the previous bridge was killed)."""
+        return self.journaled_through is not None and not after(position,
+                                                                  self.journaled_through)
+
+    def append(self, position: int, payload: bytes | memoryview) -> None:
+        """Append one message; when this returns it survives the process being killed."""
+        crc = zlib.crc32(payload, zlib.crc32(position.to_bytes(8, "little")))
+        record = RECORD.pack(position, len(payload), crc)
+        written = os.pwritev(self._fd, [record, payload], self._tail)
+        if written != RECORD.size + len(payload):
+            raise OSError(f"{self.path}: short write to the outbox ({written} bytes); is the "
+                          "disk full?")
+        self._tail += written
+        self.journaled_through = position
+
+    def acknowledge(self, position: int) -> None:
+        """Note that every record up to ``position`` is acknowledged (kept in memory; written
+        by :meth:`flush`)."""
+        self.acked_through = position
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+        return self._tail
+
+    def all_acknowledged(self) -> bool:
+        """True if no record is waiting for an acknowledgement."""
+        return self.journaled_through is None or self.acked_through == self.journaled_through
+
+    def flush(self) -> None:
+        """Write ``acked_through`` to the header, so that a restart republishes less."""
+        if self.acked_through != self._written_acked:
+            self._write_header()
+            self._written_acked = self.acked_through
+
+    def compact(self, force: bool = False) -> bool:
+        """Truncate the file to its header if every record is acknowledged and it is larger
+        than ``compact_size`` (or ``force``). Returns True if it did."""
+        if not self.all_acknowledged() or self._tail == HEADER.size:
+            return False
+        if not force and self._tail < self.compact_size:
+            return False
+        self._write_header()  # first the keys, then the records go: every instant is consistent
+        self._written_acked = self.acked_through
+        os.ftruncate(self._fd, HEADER.size)
+        self._tail = HEADER.size
+        return True
+
+    def reset(self, source_id: bytes) -> None:
+        """Adopt a new source (the channel was made anew) once every record is acknowledged."""
+        if not self.all_acknowledged():
+            raise JournalError("records of the previous source are not acknowledged yet")
+        self.source_id = source_id
+        self.acked_through = self.journaled_through = self._written_acked = None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, HEADER.pack(MAGIC, source_id, 0, 0, 0), 0)
+        self._tail = HEADER.size
+        self.recovered = []
+
+    def _write_header(self) -> None:
+        flags = (ACKED_VALID if self.acked_through is not None else 0) | \
+            (JOURNALED_VALID if self.journaled_through is not None else 0)
+        os.pwrite(self._fd, HEADER.pack(MAGIC, self.source_id, self.acked_through or 0,
+                                        self.journaled_through or 0, flags), 0)
+
+    def close(self) -> None:
+        """Write the header and release the file (and its lock). Idempotent."""
+        if self._fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            self.flush()
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _scan(fd: int, acked: int | None) -> tuple[list[Entry], int, int | None]:
+    """Read the records: those after ``acked``, the offset after the last whole record, and
+    the last record's position."""
+    pending: list[Entry] = []
+    offset = HEADER.size
+    last: int | None = None
+    size = os.fstat(fd).st_size
+    while offset + RECORD.size <= size:
+        position, length, crc = RECORD.unpack(os.pread(fd, RECORD.size, offset))
+        if length > MAX_RECORD or offset + RECORD.size + length > size:
+            break
+        payload = os.pread(fd, length, offset + RECORD.size)
+        if len(payload) != length or \
+                zlib.crc32(payload, zlib.crc32(position.to_bytes(8, "little"))) != crc:
+            break
+        offset += RECORD.size + length
+        last = position
+        if acked is None or after(position, acked):
+            pending.append(Entry(position, payload))
+    return pending, offset, last
