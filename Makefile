@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench torture soak lint clean
+.PHONY: demo test bench torture soak lint clean bridge-torture bridge-bench
 
 $(STAMP): pyproject.toml setup.py $(wildcard include/*.h src/*.[ch] shmipc/*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,11 @@ torture: $(STAMP)
 SOAK_SECONDS ?= 60
 soak: $(STAMP)
 	$(BIN)/python tests/torture.py --duration $(SOAK_SECONDS) --kills 0
+
+# Bridge torture: 100,000 numbered messages channel A -> NATS JetStream -> channel B while both
+# bridges are SIGKILLed and restarted at random moments (the suite runs a smaller one).
+BRIDGE_MESSAGES ?= 100000
+BRIDGE_KILLS    ?= 8
+bridge-torture: $(STAMP)
+	$(BIN)/python tests/bridge_torture.py --messages $(BRIDGE_MESSAGES) --kills $(BRIDGE_KILLS)
+	$(BIN)/python tests/bridge_torture.py --messages 20000 --kills 3 --cluster --node-kills 2 --pace 0.01

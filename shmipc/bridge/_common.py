@@ -159,12 +159,30 @@ async def connect(options: NatsOptions, counters: Counters,
     delay = 0.2
     while True:
         nc = nats.NATS()
+        attempt = asyncio.ensure_future(nc.connect(
+            servers=list(options.servers), name=options.name, connect_timeout=2,
+            reconnect_time_wait=0.25, max_reconnect_attempts=-1, allow_reconnect=True,
+            error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
+            pending_size=64 << 20))
+        stop = asyncio.ensure_future(stopping.wait())
         try:
-            await nc.connect(servers=list(options.servers), name=options.name,
-                             connect_timeout=2, reconnect_time_wait=0.25,
-                             max_reconnect_attempts=-1, allow_reconnect=True,
-                             error_cb=on_error, disconnected_cb=on_disconnected,
-                             reconnected_cb=on_reconnected, pending_size=64 << 20)
+            await asyncio.wait([attempt, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            try:
+                await attempt
+            except BaseException:
+                pass
+            try:
+                await nc.close()
+            except Exception:
+                pass
+            raise BridgeError(f"stopped before NATS at {', '.join(options.servers)} answered"
+                              + (f" ({counters.last_error})" if counters.last_error else ""))
+        try:
+            attempt.result()
             return nc
         except Exception as exc:
             counters.last_error = describe(exc)

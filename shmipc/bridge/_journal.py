@@ -103,6 +103,10 @@ class Outbox:
                                    "out-bridge per outbox (--outbox)") from None
             head = os.pread(fd, HEADER.size, 0)
             if len(head) < HEADER.size:
+                # New, or a header torn at creation; anything else is somebody's file.
+                if head[:8] != MAGIC[:len(head[:8])]:
+                    raise JournalError(f"{path}: not a shmipc bridge outbox (wrong magic); "
+                                       "give another --outbox path")
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, HEADER.pack(MAGIC, source_id, 0, 0, 0), 0)
                 return cls(path, fd, source_id, None, None, HEADER.size, [], compact_size)

@@ -185,10 +185,21 @@ class OutBridge:
     async def _forward(self, loop: asyncio.AbstractEventLoop,
                        worker: concurrent.futures.Executor, outbox: Outbox) -> None:
         flushed = time.monotonic()
+        reconnects = self.counters.reconnects
+        assert self._nc is not None
         while not self._stopping.is_set():
             self._progress.clear()  # before looking: an acknowledgement from now on wakes us
             if self.count is not None and self._taken >= self.count:
                 break
+            if not self._nc.is_connected:
+                # Take nothing new while disconnected: after the reconnection the window is
+                # republished first, so that the stream keeps the channel's order.
+                await self._wait_progress(0.05)
+                continue
+            if self.counters.reconnects != reconnects:
+                reconnects = self.counters.reconnects
+                if self._inflight:
+                    self._note_trouble("reconnected: answers in flight may be lost")
             now = time.monotonic()
             if now - flushed > 0.1:
                 outbox.flush()
@@ -319,18 +330,20 @@ class OutBridge:
     async def _republish(self) -> None:
         """Republish the whole unacknowledged window in order, after a pause that grows while
         the trouble lasts (ids unchanged: JetStream drops what it stored already)."""
-        delay = 0.1
+        delay = 0.0 if self._trouble.startswith("reconnected") else 0.1
         while True:
             if not self._trouble:
                 self._note_trouble(f"no acknowledgement within {self.ack_timeout} s")
             self.counters.resyncs += 1
             self._trouble = ""
             self._waiting.clear()
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-                return
-            except asyncio.TimeoutError:
-                pass
+            if delay:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+            delay = max(delay, 0.1)
             if self._nc is not None and self._nc.is_connected:
                 try:
                     await self._nc.flush(timeout=self.ack_timeout)

@@ -83,6 +83,10 @@ def run(bridge: Any, *, on_stats: StatsCallback | None = None,
         result = asyncio.run(main())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
+    except BridgeError:
+        if signal.SIGINT in interrupted:
+            raise KeyboardInterrupt from None
+        raise
     finally:
         with contextlib.suppress(Exception):
             bridge.source.close() if hasattr(bridge, "source") else bridge.sink.close()
