@@ -188,9 +188,10 @@ def run(messages: int, kills: int, workdir: Path, *, kill_every: tuple[float, fl
         out.start()
         inn.start()
         consumer.start()
-        producer = subprocess.Popen([sys.executable, "-c", PRODUCER, str(path_a),
-                                     str(messages), str(pace)], cwd=ROOT,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(logs / "producer.log", "wb") as producer_log:
+            producer = subprocess.Popen([sys.executable, "-c", PRODUCER, str(path_a),
+                                         str(messages), str(pace)], cwd=ROOT,
+                                        stdout=producer_log, stderr=subprocess.STDOUT)
         # The kills: each bridge its own schedule, both during the flow.
         plan = sorted(_schedule(rng, kills, kill_every, out) +
                       _schedule(rng, kills, kill_every, inn), key=lambda x: x[0])

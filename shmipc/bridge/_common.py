@@ -166,7 +166,13 @@ async def connect(options: NatsOptions, counters: Counters,
             pending_size=64 << 20))
         stop = asyncio.ensure_future(stopping.wait())
         try:
-            await asyncio.wait([attempt, stop], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([attempt, stop], timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not attempt.done() and not stop.done():
+                log.warning("cannot reach NATS at %s yet%s; still trying",
+                            ", ".join(options.servers),
+                            f" ({counters.last_error})" if counters.last_error else "")
+                await asyncio.wait([attempt, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
         if not attempt.done():
