@@ -66,12 +66,9 @@ class Bridge:
 
     def start(self) -> None:
         self.starts += 1
-        log = open(self.logs / f"{self.direction}-{self.starts}.log", "wb")
-        try:
+        with open(self.logs / f"{self.direction}-{self.starts}.log", "wb") as log:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, cwd=ROOT)
-        finally:
-            log.close()
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -216,8 +213,9 @@ def run(messages: int, kills: int, workdir: Path, *, kill_every: tuple[float, fl
         while len(consumer.got) < messages and time.monotonic() < deadline:
             for bridge in (out, inn):
                 if not bridge.alive():
+                    code = bridge.process.returncode if bridge.process else None
                     report.problems.append(f"{bridge.direction}-bridge exited with status "
-                                           f"{bridge.process.returncode if bridge.process else None}")
+                                           f"{code}")
                     bridge.start()
             time.sleep(0.1)
         if len(consumer.got) >= messages:

@@ -26,6 +26,7 @@ pytest.importorskip("nats")
 import nats  # noqa: E402
 
 import shmipc  # noqa: E402
+import shmipc.bridge  # noqa: E402
 from conftest import ROOT  # noqa: E402
 from shmipc.bridge import (  # noqa: E402
     BridgeStatistics,
@@ -33,12 +34,12 @@ from shmipc.bridge import (  # noqa: E402
     ChannelSource,
     InBridge,
     NatsOptions,
-    OutBridge,
     Outbox,
+    OutBridge,
+    _journal,  # noqa: E402
     default_stream_name,
     run_async,
 )
-from shmipc.bridge import _journal  # noqa: E402
 from shmipc.bridge.server import NatsServer  # noqa: E402
 
 
@@ -112,20 +113,42 @@ def test_outbox_keeps_unacknowledged_records_across_a_reopen(tmp_path: Path) -> 
 
 
 def test_outbox_drops_a_torn_last_record(tmp_path: Path) -> None:
-    """A kill during the append's pwrite: the CRC rejects the tail; its message was not yet
-    committed in the channel, so dropping it loses nothing."""
+    """A kill during an append: the payload is written before the record's header, so a kill
+    before the header leaves nothing (the bytes there are stale), during it a header whose CRC
+    fails; the message was not yet committed in the channel, so dropping it loses nothing."""
     path = str(tmp_path / "o")
     sid = os.urandom(16)
     box = Outbox.open(path, sid)
     box.append(8, b"whole")
+    header_at = box.size
     box.append(24, b"torn record")
     box.close()
-    size = os.path.getsize(path)
-    os.truncate(path, size - 3)
+    with open(path, "r+b") as f:  # the header of the second record half written
+        f.seek(header_at + 4)
+        f.write(b"\xff\xff\xff\xff")
     box = Outbox.open(path, sid)
     assert [e.payload for e in box.recovered] == [b"whole"]
     assert box.holds(8) and not box.holds(24)
-    assert os.path.getsize(path) == _journal.HEADER.size + _journal.RECORD.size + 5
+    box.append(24, b"again")  # the next record goes where the torn one was
+    box.close()
+    with open(path, "r+b") as f:  # and a file cut short in a payload
+        f.truncate(header_at + _journal.RECORD.size + 3)
+    box = Outbox.open(path, sid)
+    assert [e.payload for e in box.recovered] == [b"whole"]
+    box.close()
+
+
+def test_outbox_stale_records_of_an_older_epoch_are_ignored(tmp_path: Path) -> None:
+    path = str(tmp_path / "o")
+    box = Outbox.open(path, os.urandom(16), compact_size=1)
+    for position in (0, 8, 16):
+        box.append(position, b"old %d" % position)
+    box.acknowledge(16)
+    assert box.compact()
+    box.append(24, b"new")  # overwrites the first old record only
+    box.close()
+    box = Outbox.open(path, box.source_id)
+    assert [(e.position, e.payload) for e in box.recovered] == [(24, b"new")]
     box.close()
 
 
@@ -137,8 +160,8 @@ def test_outbox_compacts_only_when_everything_is_acknowledged(tmp_path: Path) ->
     assert not box.compact()
     box.acknowledge(48)
     assert box.compact()
-    assert os.path.getsize(path) == _journal.HEADER.size
-    assert box.holds(48) and not box.holds(96)  # the last key survives the truncation
+    assert box.size == _journal.HEADER.size
+    assert box.holds(48) and not box.holds(96)  # the last key survives the compaction
     box.close()
     box = Outbox.open(path, box.source_id)
     assert box.recovered == [] and box.holds(48)
@@ -392,3 +415,19 @@ def test_cli_without_a_server_retries_and_stops_on_ctrl_c(tmp_path: Path) -> Non
     assert proc.returncode in (1, 130)
     assert "cannot reach NATS at nats://127.0.0.1:9" in err
     assert "Traceback" not in err
+
+
+def test_a_message_over_max_payload_stops_the_bridge_and_stays_in_the_outbox(
+        server: NatsServer, tmp_path: Path, channels: list[shmipc.Channel]) -> None:
+    a = make_channel(channels, tmp_path, capacity=4 << 20)
+    big = os.urandom(1536 << 10)  # the server's max_payload is 1 MiB by default
+    a.send_bytes(b"small")
+    a.send_bytes(big)
+    outbox_path = str(tmp_path / "outbox")
+    out = OutBridge(ChannelSource(a), subject(), outbox_path,
+                    nats_options=NatsOptions(servers=[server.url]))
+    with pytest.raises(shmipc.bridge.BridgeError, match="max_payload"):
+        run(out.run())
+    box = Outbox.open(outbox_path, a.info.channel_id)
+    assert [e.payload for e in box.recovered][-1] == big  # kept for the next run: not lost
+    box.close()

@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("nats")
 
-from conftest import ROOT, unlink_channel_names  # noqa: E402
 from test_examples import Proc  # noqa: E402
+
+from conftest import ROOT, unlink_channel_names  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "bridge"
 

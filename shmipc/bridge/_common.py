@@ -159,11 +159,12 @@ async def connect(options: NatsOptions, counters: Counters,
     delay = 0.2
     while True:
         nc = nats.NATS()
-        attempt = asyncio.ensure_future(nc.connect(
+        settings: dict[str, Any] = dict(
             servers=list(options.servers), name=options.name, connect_timeout=2,
             reconnect_time_wait=0.25, max_reconnect_attempts=-1, allow_reconnect=True,
             error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
-            pending_size=64 << 20))
+            pending_size=64 << 20)
+        attempt = asyncio.ensure_future(nc.connect(**settings))
         stop = asyncio.ensure_future(stopping.wait())
         try:
             await asyncio.wait([attempt, stop], timeout=1.0,
@@ -199,7 +200,7 @@ async def connect(options: NatsOptions, counters: Counters,
                                   f"{counters.last_error}") from exc
         try:
             await asyncio.wait_for(stopping.wait(), delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         delay = min(delay * 2, 2.0)
 
@@ -258,7 +259,7 @@ async def retry_api(what: str, call: Any, counters: Counters, stopping: asyncio.
             return await call()
         except (BridgeError, nats.js.errors.NotFoundError):
             raise
-        except (asyncio.TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             tried += 1
             counters.last_error = describe(exc)
             log.info("%s failed (%s); retrying", what, counters.last_error)
@@ -266,6 +267,6 @@ async def retry_api(what: str, call: Any, counters: Counters, stopping: asyncio.
                 raise
         try:
             await asyncio.wait_for(stopping.wait(), delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         delay = min(delay * 2, 2.0)

@@ -132,8 +132,9 @@ class InBridge:
                     sub = await self._resync(js, nc)
                     seen_reconnects = self.counters.reconnects
                     try:
-                        await self._consume(sub, loop, worker,
-                                            lambda: self.counters.reconnects != seen_reconnects)
+                        await self._consume(
+                            sub, loop, worker,
+                            lambda seen=seen_reconnects: self.counters.reconnects != seen)
                     except _Resync as why:
                         self.counters.resyncs += 1
                         log.info("resynchronising the consumer: %s", why)
@@ -217,7 +218,7 @@ class InBridge:
                 want = max(1, min(want, self.count - self.counters.forwarded))
             try:
                 msgs = await sub.fetch(want, timeout=1.0)
-            except (asyncio.TimeoutError, nats.js.errors.FetchTimeoutError):
+            except (TimeoutError, nats.js.errors.FetchTimeoutError):
                 continue
             except (nats.errors.Error, nats.js.errors.Error) as exc:
                 self.counters.last_error = describe(exc)

@@ -10,19 +10,24 @@ file, or acknowledged by JetStream (usually two of them), never in none.
 
 Layout (all little-endian)::
 
-    header   0  8s  magic b"SHMBRJ1\\0"
+    header   0  8s  magic b"SHMBRJ2\0"
              8  16s source id (the channel id)
             24  Q   acked_through: every record at or before this key was acknowledged
-            32  Q   journaled_through: the last key ever appended (survives truncation)
+            32  Q   journaled_through: the last key ever appended (survives compaction)
             40  I   flags: bit 0 = acked_through is valid, bit 1 = journaled_through is valid
-            44  20x reserved
-    records     Q position, I length, I crc32(position bytes + payload), then the payload
+            44  I   epoch: records of another epoch are stale
+            48  16x reserved
+    records     Q position, I length, I epoch, I crc32 of those 16 bytes, 4x; then the payload
 
-A record is appended with one ``pwrite`` (in the page cache when it returns, so it survives a
-``kill -9``; ``fsync`` is not needed for that, and is what a machine crash would need). A kill
-during the ``pwrite`` leaves a torn last record, which the CRC rejects: its message was not yet
-committed in the channel, so nothing is lost. The file is truncated back to its header once
-every record is acknowledged and it has grown past ``compact_size``.
+A record is written payload first, then its 24-byte header: both are in the page cache when the
+``pwrite`` returns, so the record survives a ``kill -9`` (``fsync`` is not needed for that; it
+is what a machine crash would need). A kill before the header is written leaves no record (the
+bytes there are of an older epoch or none), a kill during it a header whose CRC fails: either
+way its message was not yet committed in the channel, so nothing is lost.
+
+Compaction, once every record is acknowledged and the file has grown past ``compact_size``,
+draws a new random epoch into the header and starts writing at the front again: the file keeps
+its size and its pages (no truncation, no page churn), and the old records become stale.
 
 Keys are the channel's read positions, monotonic modulo 2**64: compared by signed difference.
 """
@@ -36,9 +41,10 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-HEADER = struct.Struct("<8s16sQQI20x")
-RECORD = struct.Struct("<QII")
-MAGIC = b"SHMBRJ1\0"
+HEADER = struct.Struct("<8s16sQQII16x")
+RECORD = struct.Struct("<QIII4x")
+RECORD_KEY = struct.Struct("<QII")
+MAGIC = b"SHMBRJ2\0"
 ACKED_VALID = 1
 JOURNALED_VALID = 2
 U64 = (1 << 64) - 1
@@ -68,7 +74,7 @@ class Outbox:
     thread at a time (the bridge hands it between its event loop and one worker thread)."""
 
     def __init__(self, path: str, fd: int, source_id: bytes, acked: int | None,
-                 journaled: int | None, tail: int, pending: list[Entry],
+                 journaled: int | None, epoch: int, tail: int, pending: list[Entry],
                  compact_size: int) -> None:
         """Private: use :meth:`open`."""
         self.path = path
@@ -77,6 +83,7 @@ class Outbox:
         self.acked_through = acked
         self.journaled_through = journaled
         self._written_acked = acked
+        self._epoch = epoch
         self._tail = tail
         self.recovered = pending
         self.compact_size = compact_size
@@ -108,20 +115,20 @@ class Outbox:
                     raise JournalError(f"{path}: not a shmipc bridge outbox (wrong magic); "
                                        "give another --outbox path")
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, HEADER.pack(MAGIC, source_id, 0, 0, 0), 0)
-                return cls(path, fd, source_id, None, None, HEADER.size, [], compact_size)
-            magic, sid, acked, journaled, flags = HEADER.unpack(head)
+                epoch = _new_epoch(0)
+                os.pwrite(fd, HEADER.pack(MAGIC, source_id, 0, 0, 0, epoch), 0)
+                return cls(path, fd, source_id, None, None, epoch, HEADER.size, [],
+                           compact_size)
+            magic, sid, acked, journaled, flags, epoch = HEADER.unpack(head)
             if magic != MAGIC:
                 raise JournalError(f"{path}: not a shmipc bridge outbox (wrong magic); give "
                                    "another --outbox path")
             acked_v = acked if flags & ACKED_VALID else None
             journaled_v = journaled if flags & JOURNALED_VALID else None
-            pending, tail, last = _scan(fd, acked_v)
+            pending, tail, last = _scan(fd, acked_v, epoch)
             if last is not None and (journaled_v is None or after(last, journaled_v)):
                 journaled_v = last
-            if tail != os.fstat(fd).st_size:
-                os.ftruncate(fd, tail)  # a torn last record: its message is still in the source
-            return cls(path, fd, sid, acked_v, journaled_v, tail, pending, compact_size)
+            return cls(path, fd, sid, acked_v, journaled_v, epoch, tail, pending, compact_size)
         except BaseException:
             os.close(fd)
             raise
@@ -134,10 +141,12 @@ class Outbox:
 
     def append(self, position: int, payload: bytes | memoryview) -> None:
         """Append one message; when this returns it survives the process being killed."""
-        crc = zlib.crc32(payload, zlib.crc32(position.to_bytes(8, "little")))
-        record = RECORD.pack(position, len(payload), crc)
-        written = os.pwritev(self._fd, [record, payload], self._tail)
-        if written != RECORD.size + len(payload):
+        length = len(payload)
+        written = os.pwrite(self._fd, payload, self._tail + RECORD.size) if length else 0
+        key = RECORD_KEY.pack(position, length, self._epoch)
+        written += os.pwrite(self._fd, RECORD.pack(position, length, self._epoch,
+                                                   zlib.crc32(key)), self._tail)
+        if written != RECORD.size + length:
             raise OSError(f"{self.path}: short write to the outbox ({written} bytes); is the "
                           "disk full?")
         self._tail += written
@@ -150,7 +159,7 @@ class Outbox:
 
     @property
     def size(self) -> int:
-        """Bytes in the file."""
+        """Bytes in use (header and records of the current epoch)."""
         return self._tail
 
     def all_acknowledged(self) -> bool:
@@ -164,15 +173,15 @@ class Outbox:
             self._written_acked = self.acked_through
 
     def compact(self, force: bool = False) -> bool:
-        """Truncate the file to its header if every record is acknowledged and it is larger
-        than ``compact_size`` (or ``force``). Returns True if it did."""
+        """Start over at the front (a new epoch) if every record is acknowledged and more than
+        ``compact_size`` bytes are in use (or ``force``). Returns True if it did."""
         if not self.all_acknowledged() or self._tail == HEADER.size:
             return False
         if not force and self._tail < self.compact_size:
             return False
-        self._write_header()  # first the keys, then the records go: every instant is consistent
+        self._epoch = _new_epoch(self._epoch)
+        self._write_header()  # one pwrite: the keys and the epoch that makes the records stale
         self._written_acked = self.acked_through
-        os.ftruncate(self._fd, HEADER.size)
         self._tail = HEADER.size
         return True
 
@@ -182,8 +191,8 @@ class Outbox:
             raise JournalError("records of the previous source are not acknowledged yet")
         self.source_id = source_id
         self.acked_through = self.journaled_through = self._written_acked = None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, HEADER.pack(MAGIC, source_id, 0, 0, 0), 0)
+        self._epoch = _new_epoch(self._epoch)
+        self._write_header()
         self._tail = HEADER.size
         self.recovered = []
 
@@ -191,7 +200,7 @@ class Outbox:
         flags = (ACKED_VALID if self.acked_through is not None else 0) | \
             (JOURNALED_VALID if self.journaled_through is not None else 0)
         os.pwrite(self._fd, HEADER.pack(MAGIC, self.source_id, self.acked_through or 0,
-                                        self.journaled_through or 0, flags), 0)
+                                        self.journaled_through or 0, flags, self._epoch), 0)
 
     def close(self) -> None:
         """Write the header and release the file (and its lock). Idempotent."""
@@ -203,23 +212,35 @@ class Outbox:
         self._fd = -1
 
 
-def _scan(fd: int, acked: int | None) -> tuple[list[Entry], int, int | None]:
-    """Read the records: those after ``acked``, the offset after the last whole record, and
-    the last record's position."""
+def _new_epoch(old: int) -> int:
+    """A random epoch, not 0 and not ``old``: stale bytes (or a message's payload crafted to
+    look like a record header) would have to guess it."""
+    while True:
+        epoch = int.from_bytes(os.urandom(4), "little")
+        if epoch not in (0, old):
+            return epoch
+
+
+def _scan(fd: int, acked: int | None, epoch: int) -> tuple[list[Entry], int, int | None]:
+    """Read the records of ``epoch``: those after ``acked``, the offset after the last one,
+    and the last one's position."""
     pending: list[Entry] = []
     offset = HEADER.size
     last: int | None = None
     size = os.fstat(fd).st_size
     while offset + RECORD.size <= size:
-        position, length, crc = RECORD.unpack(os.pread(fd, RECORD.size, offset))
-        if length > MAX_RECORD or offset + RECORD.size + length > size:
+        position, length, record_epoch, crc = RECORD.unpack(os.pread(fd, RECORD.size, offset))
+        if record_epoch != epoch or crc != zlib.crc32(RECORD_KEY.pack(position, length,
+                                                                      record_epoch)):
             break
-        payload = os.pread(fd, length, offset + RECORD.size)
-        if len(payload) != length or \
-                zlib.crc32(payload, zlib.crc32(position.to_bytes(8, "little"))) != crc:
+        if length > MAX_RECORD or offset + RECORD.size + length > size or \
+                (last is not None and not after(position, last)):
             break
+        if acked is None or after(position, acked):
+            payload = os.pread(fd, length, offset + RECORD.size)
+            if len(payload) != length:
+                break
+            pending.append(Entry(position, payload))
         offset += RECORD.size + length
         last = position
-        if acked is None or after(position, acked):
-            pending.append(Entry(position, payload))
     return pending, offset, last

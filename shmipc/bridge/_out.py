@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 import nats.errors
+from nats.aio.msg import Msg
 
 from ._common import (
     NO_RESPONDERS,
@@ -100,6 +101,7 @@ class OutBridge:
         self._reply_prefix = ""
         self._nc: nats.NATS | None = None
         self._taken = 0
+        self._fatal: BridgeError | None = None
 
     # --- control ------------------------------------------------------------------------
 
@@ -189,6 +191,8 @@ class OutBridge:
         assert self._nc is not None
         while not self._stopping.is_set():
             self._progress.clear()  # before looking: an acknowledgement from now on wakes us
+            if self._fatal is not None:
+                raise self._fatal
             if self.count is not None and self._taken >= self.count:
                 break
             if not self._nc.is_connected:
@@ -268,10 +272,17 @@ class OutBridge:
             await self._nc.publish(self.subject, flight.entry.payload,
                                    reply=self._reply_prefix + str(flight.token),
                                    headers={MSG_ID: flight.msg_id})
+        except nats.errors.MaxPayloadError:
+            self._fatal = BridgeError(
+                f"a message of {len(flight.entry.payload)} bytes exceeds the NATS server's "
+                f"max_payload ({self._nc.max_payload} bytes); raise max_payload in the "
+                "server's configuration and restart the bridge (the message is kept in the "
+                "outbox)")
+            self._progress.set()
         except Exception as exc:  # disconnected with a full buffer, closed: republish later
             self._note_trouble(describe(exc))
 
-    async def _on_ack(self, msg: nats.aio.msg.Msg) -> None:
+    async def _on_ack(self, msg: Msg) -> None:
         try:
             token = int(msg.subject[len(self._reply_prefix):])
         except ValueError:
@@ -324,7 +335,7 @@ class OutBridge:
     async def _wait_progress(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._progress.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _republish(self) -> None:
@@ -341,12 +352,12 @@ class OutBridge:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), delay)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             delay = max(delay, 0.1)
             if self._nc is not None and self._nc.is_connected:
                 try:
-                    await self._nc.flush(timeout=self.ack_timeout)
+                    await self._nc.flush(timeout=int(max(1, self.ack_timeout)))
                 except Exception as exc:
                     self._note_trouble(describe(exc))
                     delay = min(delay * 2, 2.0)
@@ -361,6 +372,8 @@ class OutBridge:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._progress.clear()
+            if self._fatal is not None:
+                raise self._fatal
             if not self._inflight:
                 return
             now = time.monotonic()
