@@ -47,7 +47,11 @@ soak: $(STAMP)
 # Bridge torture: 100,000 numbered messages channel A -> NATS JetStream -> channel B while both
 # bridges are SIGKILLed and restarted at random moments (the suite runs a smaller one).
 BRIDGE_MESSAGES ?= 100000
-BRIDGE_KILLS    ?= 8
+BRIDGE_KILLS    ?= 10
 bridge-torture: $(STAMP)
 	$(BIN)/python tests/bridge_torture.py --messages $(BRIDGE_MESSAGES) --kills $(BRIDGE_KILLS)
 	$(BIN)/python tests/bridge_torture.py --messages 20000 --kills 3 --cluster --node-kills 2 --pace 0.01
+
+# Bridged throughput against nats-py publishing directly (benchmarks/bridge.py --quick: shorter).
+bridge-bench: $(STAMP)
+	$(BIN)/python benchmarks/bridge.py

@@ -273,12 +273,16 @@ def bridged(server: NatsServer, n: int, size: int, workdir: Path) -> dict[str, f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts, one repetition")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny counts: only checks that it runs (the test suite uses it)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     args = parser.parse_args()
-    repeat = 1 if args.quick else args.repeat
+    repeat = 1 if args.quick or args.smoke else args.repeat
     workloads = [("small object", 0, 5_000 if args.quick else 50_000),
                  ("64 KiB", 64 << 10, 300 if args.quick else 2_000)]
+    if args.smoke:
+        workloads = [("small object", 0, 300), ("64 KiB", 64 << 10, 20)]
     load = os.getloadavg()
     print(f"# {os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start"
           " (a shared machine: compare rows of one run only)")

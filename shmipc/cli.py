@@ -1034,7 +1034,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inflight", type=_positive_int, default=1024, metavar="N",
                    help="out: publications in flight at once (default 1024)")
     p.add_argument("--durable", metavar="NAME",
-                   help="in: the durable consumer (default: named after PATH and SUBJECT)")
+                   help="in: the durable consumer (default: named after this host, PATH and "
+                        "SUBJECT)")
     p.add_argument("--batch", type=_positive_int, default=256, metavar="N",
                    help="in: messages fetched per request (default 256)")
     p.add_argument("--ack-wait", type=_seconds, default=30.0, metavar="S",

@@ -118,6 +118,7 @@ class Report:
     out_of_order: int = 0
     kills_out: int = 0
     kills_in: int = 0
+    kills_during_flow: int = 0
     node_kills: int = 0
     flowed_without_node: int = 0
     reconnects_out: int = 0
@@ -201,6 +202,8 @@ def run(messages: int, kills: int, workdir: Path, *, kill_every: tuple[float, fl
                 _kill_node(servers, report, verbose, consumer)
             if plan and time.monotonic() >= start + plan[0][0]:
                 bridge = plan.pop(0)[1]
+                if len(consumer.got) < messages:
+                    report.kills_during_flow += 1
                 bridge.kill()
                 if verbose:
                     print(f"  {time.monotonic() - start:6.2f}s kill {bridge.direction} "
@@ -305,7 +308,7 @@ def main() -> int:
     parser.add_argument("--node-kills", type=int, default=0)
     parser.add_argument("--pace", type=float, default=0.0,
                         help="seconds the producer sleeps after each 100 messages")
-    parser.add_argument("--kill-every", type=float, nargs=2, default=(0.5, 2.5),
+    parser.add_argument("--kill-every", type=float, nargs=2, default=(0.3, 1.5),
                         metavar=("MIN", "MAX"), help="seconds between kills of one bridge")
     parser.add_argument("--seed", type=int)
     args = parser.parse_args()

@@ -54,3 +54,13 @@ def test_two_hosts_joined_by_two_bridges(tmp_path: Path) -> None:
             proc.kill()
         for path in (host_a, host_b):
             unlink_channel_names(path)
+
+
+def test_bridge_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/bridge.py --smoke: both paths end to end, every message received."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bridge.py"), "--smoke",
+                           "--json", str(tmp_path / "r.json")], capture_output=True, text=True,
+                          timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "small object x 300: direct" in done.stdout and "64 KiB x 20: direct" in done.stdout
+    assert "bridge adds" in done.stdout

@@ -18,9 +18,12 @@ import bridge_torture  # noqa: E402
 
 
 def test_kill_both_bridges_at_random_nothing_lost_nothing_doubled(tmp_path: Path) -> None:
-    report = bridge_torture.run(20_000, 4, tmp_path, kill_every=(0.3, 1.2), timeout=240)
+    # Paced so that the flow lasts about as long as the kills (~6 s).
+    report = bridge_torture.run(20_000, 4, tmp_path, kill_every=(0.3, 1.2), pace=0.03,
+                                timeout=240)
     assert report.problems == []
     assert (report.kills_out, report.kills_in) == (4, 4)
+    assert report.kills_during_flow >= 6  # almost all while messages were on their way
     assert report.missing == 0 and report.duplicates == 0
     assert report.received == 20_000
     assert report.out_of_order == 0  # a restart republishes the outbox before anything new

@@ -107,8 +107,8 @@ def open_in(path: str | os.PathLike[str], subject: str, *,
         subject: the subject to consume (wildcards allowed).
         servers: NATS URLs.
         stream: the stream (default: the one holding the subject, or a new one).
-        durable: the durable consumer (default: named after the channel's real path and the
-            subject, see :func:`default_durable_name`).
+        durable: the durable consumer (default: named after this host, the channel's real
+            path and the subject, see :func:`default_durable_name`).
         capacity: the capacity if the channel has to be created.
         count: stop after this many messages.
         batch: messages fetched per request.

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -127,9 +128,10 @@ def default_stream_name(subject: str) -> str:
 
 
 def default_durable_name(channel_path: str, subject: str) -> str:
-    """The durable consumer of an in-bridge when none is named: stable for one channel file
-    (by its real path) and one subject on this host."""
-    key = f"{os.path.realpath(channel_path)}\0{subject}".encode()
+    """The durable consumer of an in-bridge when none is named: stable for one host (by its
+    name), one channel file (by its real path) and one subject, so that in-bridges on two
+    hosts never share a consumer."""
+    key = f"{socket.gethostname()}\0{os.path.realpath(channel_path)}\0{subject}".encode()
     return "shmipc-" + hashlib.sha256(key).hexdigest()[:16]
 
 
