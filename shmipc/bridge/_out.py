@@ -162,8 +162,10 @@ class OutBridge:
                 except Exception:
                     pass
         finally:
-            outbox.close()
+            # The worker first: a take it is still running (after a second Ctrl-C cancelled
+            # us) ends with its messages in the outbox, which must still be open then.
             worker.shutdown(wait=True)
+            outbox.close()
         return self.statistics()
 
     async def _recover(self, outbox: Outbox) -> None:

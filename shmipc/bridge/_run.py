@@ -50,7 +50,8 @@ def run(bridge: Any, *, on_stats: StatsCallback | None = None,
 
     The first SIGINT or SIGTERM asks the bridge to stop (an out-bridge waits a few seconds for
     the acknowledgements in flight; whatever is left stays in its outbox); a second SIGINT
-    abandons the wait. Nothing is lost either way.
+    abandons the wait. Nothing is lost either way. The bridge's local channel handle is
+    closed at the end (``await bridge.run()`` leaves it open).
 
     Returns:
         The final statistics.
