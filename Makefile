@@ -8,12 +8,12 @@ STAMP  := $(VENV)/.installed-stamp
 # be careful with folders named like the package"); it says nothing about this project.
 EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
-.PHONY: demo test bench torture soak lint clean
+.PHONY: demo test bench torture soak lint clean bridge-torture bridge-bench
 
 $(STAMP): pyproject.toml setup.py $(wildcard include/*.h src/*.[ch] shmipc/*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(EDITABLE) $(BIN)/python -m pip install -q -e '.[test]'
+	$(EDITABLE) $(BIN)/python -m pip install -q -e '.[test,nats]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -55,3 +55,15 @@ $(C_BUILD)/producer $(C_BUILD)/consumer: $(C_BUILD)/%: examples/c/%.c $(wildcard
 	@mkdir -p $(C_BUILD)
 	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iinclude -o $@ $< $(wildcard src/*.c)
 .PHONY: c-examples
+
+# Bridge torture: 100,000 numbered messages channel A -> NATS JetStream -> channel B while both
+# bridges are SIGKILLed and restarted at random moments (the suite runs a smaller one).
+BRIDGE_MESSAGES ?= 100000
+BRIDGE_KILLS    ?= 10
+bridge-torture: $(STAMP)
+	$(BIN)/python tests/bridge_torture.py --messages $(BRIDGE_MESSAGES) --kills $(BRIDGE_KILLS)
+	$(BIN)/python tests/bridge_torture.py --messages 20000 --kills 3 --cluster --node-kills 2 --pace 0.01
+
+# Bridged throughput against nats-py publishing directly (benchmarks/bridge.py --quick: shorter).
+bridge-bench: $(STAMP)
+	$(BIN)/python benchmarks/bridge.py

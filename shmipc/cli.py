@@ -8,6 +8,7 @@ Subcommands::
     shmipc recv PATH [--count N] [--timeout S] [--follow] [--bytes]
     shmipc unlink PATH
     shmipc cleanup [--dry-run] [--id HEX ...] [--ignore-pid PID ...]
+    shmipc bridge out|in PATH SUBJECT [--server URL ...] [--stats] ...   (pip install shmipc[nats])
 
 Exit status: 0 success, 1 a runtime failure (one line on stderr that names the path and the
 problem; no traceback), 2 a usage error (argparse's message), 130 interrupted (Ctrl-C).
@@ -912,6 +913,27 @@ from the file's header, and unread messages stay. Output lines: "in use", "kept"
 sharing this /dev/shm) are not visible: do not run cleanup there."""
 
 
+_BRIDGE_HELP = """\
+out: every message of the channel is published to SUBJECT on NATS JetStream (a message
+leaves the channel once it is in the outbox file, and the outbox once JetStream acknowledged
+it). in: a durable consumer of SUBJECT feeds the channel; a message is acknowledged only after
+the channel committed it with its stream sequence. Kill either bridge at any moment and start
+it again: nothing is lost or doubled (docs/bridge.md says exactly what is guaranteed).
+Needs the nats extra: pip install 'shmipc[nats]'. Ctrl-C stops cleanly (exit status 130)."""
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    """``bridge``: run an out- or in-bridge between a channel and NATS JetStream."""
+    try:
+        from . import bridge
+    except ImportError as exc:
+        raise CliError(f"the bridge needs NATS: pip install 'shmipc[nats]' ({exc})") from None
+    try:
+        return bridge.command(args)
+    except bridge.BridgeError as exc:
+        raise CliError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``python -m shmipc``, one subparser a subcommand."""
     parser = argparse.ArgumentParser(
@@ -981,6 +1003,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-pid", action="append", type=_positive_int, metavar="PID",
                    help="a process known not to use shmipc, whose maps cannot be read: do not "
                         "let it keep names (repeatable)")
+
+    p = add("bridge", cmd_bridge, "Forward a channel to NATS JetStream, or JetStream to a "
+            "channel.", _BRIDGE_HELP)
+    p.add_argument("direction", choices=["out", "in"],
+                   help="out: channel -> JetStream; in: JetStream -> channel")
+    p.add_argument("path", metavar="PATH",
+                   help="the local channel file (opened, or created with --capacity)")
+    p.add_argument("subject", metavar="SUBJECT",
+                   help="the JetStream subject (in: wildcards allowed)")
+    p.add_argument("--server", "-s", action="append", metavar="URL",
+                   help="a NATS server URL (repeatable: the nodes of a cluster; default "
+                        "nats://127.0.0.1:4222)")
+    p.add_argument("--stream", metavar="NAME",
+                   help="the JetStream stream (default: the one holding SUBJECT, else a new "
+                        "one named SHMIPC_<subject>)")
+    p.add_argument("--no-create-stream", action="store_true",
+                   help="fail instead of creating a missing stream")
+    p.add_argument("--replicas", type=_positive_int, default=1, metavar="N",
+                   help="replicas of a stream the bridge creates (default 1)")
+    p.add_argument("--duplicate-window", type=_seconds, default=120.0, metavar="S",
+                   help="de-duplication window of a stream the bridge creates (default 120 s): "
+                        "restart a killed out-bridge within it")
+    p.add_argument("--capacity", type=parse_size, default=DEFAULT_CAPACITY, metavar="SIZE",
+                   help="capacity if the channel has to be created")
+    p.add_argument("--count", "-n", type=_positive_int, metavar="N",
+                   help="stop after N messages forwarded")
+    p.add_argument("--outbox", metavar="FILE",
+                   help="out: the outbox file (default PATH.outbox); keep it across restarts")
+    p.add_argument("--max-inflight", type=_positive_int, default=1024, metavar="N",
+                   help="out: publications in flight at once (default 1024)")
+    p.add_argument("--durable", metavar="NAME",
+                   help="in: the durable consumer (default: named after this host, PATH and "
+                        "SUBJECT)")
+    p.add_argument("--batch", type=_positive_int, default=256, metavar="N",
+                   help="in: messages fetched per request (default 256)")
+    p.add_argument("--ack-wait", type=_seconds, default=30.0, metavar="S",
+                   help="in: seconds before the server redelivers an unacknowledged message, "
+                        "for a consumer the bridge creates (default 30)")
+    p.add_argument("--stats", action="store_true",
+                   help="print statistics as JSON lines on stdout (forwarded, pending_acks, "
+                        "lag, ...): every --stats-interval seconds and at the end")
+    p.add_argument("--stats-interval", type=_seconds, default=1.0, metavar="S",
+                   help="seconds between --stats lines (default 1)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="show a progress line on stderr (default: when it is a terminal)")
+    group.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="report connections, resets and republications on stderr")
     return parser
 
 
