@@ -136,6 +136,8 @@ void shmipc_channel_close(shmipc_channel *ch) {
 
 void shmipc_channel_set_spin(shmipc_channel *ch, int64_t spin_ns) {
     ch->spin_ns = spin_ns > 0 ? spin_ns : 0;
+    atomic_store_explicit(&ch->spin_learned[0], 0, memory_order_relaxed);
+    atomic_store_explicit(&ch->spin_learned[1], 0, memory_order_relaxed);
 }
 
 void shmipc_channel_set_interrupt(shmipc_channel *ch, shmipc_interrupt_fn fn, void *arg) {
@@ -172,6 +174,27 @@ static int refresh_read(shmipc_channel *ch, uint64_t w, uint64_t *free_bytes) {
     return SHMIPC_OK;
 }
 
+/* Adaptive spin, per handle and side (0: consumers waiting for a message, 1: a producer
+ * waiting for room). A waiter polls the other side's position for the spin, then sleeps. When
+ * it slept and the other side came back soon after (a peer with a steady pace a little slower
+ * than the spin: a 1 MiB copy, say), the next spin doubles, up to SPIN_CEILING times the
+ * configured one; after a long wait it halves back. So a steady stream is caught by polling
+ * instead of a sleep and a wake-up per message, and an idle waiter still sleeps within
+ * SPIN_CEILING x spin (800 us by default) of going idle. spin 0 never polls. */
+#define SPIN_CEILING 16
+
+static int64_t spin_for(shmipc_channel *ch, int side) {
+    int64_t learned = atomic_load_explicit(&ch->spin_learned[side], memory_order_relaxed);
+    return learned > ch->spin_ns ? learned : ch->spin_ns;
+}
+
+static void spin_learn(shmipc_channel *ch, int side, int64_t spin, int64_t waited) {
+    if (ch->spin_ns <= 0) return;
+    int64_t next = waited < 4 * spin ? 2 * spin : spin / 2;
+    if (next > SPIN_CEILING * ch->spin_ns) next = SPIN_CEILING * ch->spin_ns;
+    atomic_store_explicit(&ch->spin_learned[side], next, memory_order_relaxed);
+}
+
 /* Under the producer lock: wait until `need` bytes are free at w. */
 static int wait_room(shmipc_channel *ch, uint64_t w, uint64_t need, budget *b, int flags) {
     uint64_t free_bytes, used = w - ch->seen_read;
@@ -180,8 +203,9 @@ static int wait_room(shmipc_channel *ch, uint64_t w, uint64_t need, budget *b, i
     if (rc != SHMIPC_OK || free_bytes >= need) return rc;
     if (flags & SHMIPC_TRY) return SHMIPC_EWOULDBLOCK;
     if (budget_expired(b)) return SHMIPC_EFULL;
-    if (ch->spin_ns > 0) { /* a consumer is usually on its way: poll its position first */
-        int64_t until = now_ns() + ch->spin_ns;
+    int64_t spin = spin_for(ch, 1), started = now_ns();
+    if (spin > 0) { /* a consumer is usually on its way: poll its position first */
+        int64_t until = started + spin;
         for (int polls = 1;; polls++) {
             cpu_relax();
             if ((rc = refresh_read(ch, w, &free_bytes)) != SHMIPC_OK || free_bytes >= need)
@@ -202,6 +226,7 @@ static int wait_room(shmipc_channel *ch, uint64_t w, uint64_t need, budget *b, i
         rc = SHMIPC_OK;
     }
     slot_unregister(ch, slot);
+    if (rc == SHMIPC_OK) spin_learn(ch, 1, spin, now_ns() - started);
     return rc;
 }
 
@@ -431,7 +456,8 @@ static void release_consumer(shmipc_channel *ch, bool more) {
  * lock is held and *r, *w are the positions. Waits (spin, then sleep) up to the deadline. */
 static int wait_items(shmipc_channel *ch, budget *b, int flags, uint64_t *r, uint64_t *w) {
     int slot = -1, rc;
-    bool spun = ch->spin_ns <= 0;
+    bool spun = ch->spin_ns <= 0, slept = false;
+    int64_t spin = 0, started = 0;
     for (;;) {
         if ((rc = lock_acquire(ch, ROLE_CLOCK, b, true, flags)) != SHMIPC_OK)
             break;
@@ -444,6 +470,7 @@ static int wait_items(shmipc_channel *ch, budget *b, int flags, uint64_t *r, uin
             rc = SHMIPC_ECORRUPT;
         } else if (*w != *r) {
             slot_unregister(ch, slot);
+            if (slept) spin_learn(ch, 0, spin, now_ns() - started);
             return SHMIPC_OK; /* the lock stays held */
         } else if (atomic_load_explicit(&ch->hdr->closed, memory_order_acquire)) {
             /* closed is stored after the last commit: a write position loaded after it is
@@ -466,7 +493,9 @@ static int wait_items(shmipc_channel *ch, budget *b, int flags, uint64_t *r, uin
         uint64_t empty_at = *r;
         if (!spun) { /* poll the write position (no lock, no system call) before sleeping */
             spun = true;
-            int64_t until = now_ns() + ch->spin_ns;
+            spin = spin_for(ch, 0);
+            started = now_ns();
+            int64_t until = started + spin;
             for (int polls = 1;; polls++) {
                 cpu_relax();
                 if (atomic_load_explicit(&ch->hdr->write_position, memory_order_relaxed) !=
@@ -481,6 +510,7 @@ static int wait_items(shmipc_channel *ch, budget *b, int flags, uint64_t *r, uin
         if (atomic_load_explicit(&ch->hdr->write_position, memory_order_acquire) != empty_at ||
             atomic_load_explicit(&ch->hdr->closed, memory_order_acquire))
             continue;
+        slept = true;
         if ((rc = sleep_on(ch, ROLE_ITEMS, budget_deadline(b), slot >= 0)) == SHMIPC_EINTR)
             break;
     }

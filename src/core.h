@@ -163,7 +163,8 @@ struct shmipc_channel {
     uint32_t record_size;   /* records channel: every message is exactly this long; else 0 */
     sem_t *retired[8][ROLES]; /* semaphores of older generations, closed with the handle */
     int nretired;
-    int64_t spin_ns;
+    int64_t spin_ns;             /* the configured spin, 0 = sleep at once */
+    _Atomic int64_t spin_learned[2]; /* the spin each side uses now: see spin_for in channel.c */
     shmipc_interrupt_fn interrupt;
     void *interrupt_arg;
     /* this process as a holder: recomputed after fork */
