@@ -425,8 +425,7 @@ class Channel(_core.CoreChannel):
 
     # --- zero copy -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def recv_view(self, timeout: float | None = None) -> Iterator[memoryview]:
+    def recv_view(self, timeout: float | None = None) -> _RecvView:
         """Receive one message without copying it: a read-only view of its bytes in the ring.
 
         ::
@@ -449,20 +448,9 @@ class Channel(_core.CoreChannel):
         released (receives raise ``RuntimeError`` until then).
 
         Raises:
-            Empty, EndOfChannel, CorruptChannel: as for :meth:`recv_bytes`.
+            Empty, EndOfChannel, CorruptChannel: as for :meth:`recv_bytes` (from ``with``).
         """
-        if self._closed:
-            raise _closed_error()
-        if self._view is not None:
-            self._settle_view()
-        offset, length = self._recv_claim(timeout)
-        region = self._data[offset:offset + length]
-        view = region.toreadonly()
-        try:
-            yield view
-        finally:
-            self._view = (view, region)
-            self._settle_view(raise_if_held=True)
+        return _RecvView(self, timeout)
 
     def _settle_view(self, raise_if_held: bool = False) -> bool:
         """Commit the message of a finished recv_view once its view can be released."""
@@ -480,8 +468,7 @@ class Channel(_core.CoreChannel):
         self._recv_finish(True)  # the commit: the message's bytes may be reused from here
         return True
 
-    @contextlib.contextmanager
-    def send_view(self, size: int, timeout: float | None = None) -> Iterator[memoryview]:
+    def send_view(self, size: int, timeout: float | None = None) -> _SendView:
         """Send one message of ``size`` bytes written in place: a writable view into the ring.
 
         ::
@@ -498,23 +485,9 @@ class Channel(_core.CoreChannel):
         checked: ``BufferError`` if an exporter still holds it, and then nothing is sent).
 
         Raises:
-            MessageTooLarge, Full, ChannelClosed: as for :meth:`send_bytes`.
+            MessageTooLarge, Full, ChannelClosed: as for :meth:`send_bytes` (from ``with``).
         """
-        if self._closed:
-            raise _closed_error()
-        offset = self._send_claim(size, timeout)
-        region = self._data[offset:offset + size]
-        committed = False
-        try:
-            yield region
-            region.release()  # BufferError if an exporter holds it: then nothing is sent
-            self._send_finish(size)
-            committed = True
-        finally:
-            if not committed:
-                with contextlib.suppress(BufferError):
-                    region.release()
-                self._send_finish(None)
+        return _SendView(self, size, timeout)
 
     # --- state ---------------------------------------------------------------------------
 
@@ -559,6 +532,65 @@ class Channel(_core.CoreChannel):
                 "would fault with SIGBUS: stop every process using it and create it again",
                 path=self._path,
             )
+
+
+class _RecvView:
+    """The context manager of :meth:`Channel.recv_view` (a class: cheaper than a generator)."""
+
+    __slots__ = ("_ch", "_timeout", "_held")
+
+    def __init__(self, ch: Channel, timeout: float | None) -> None:
+        self._ch = ch
+        self._timeout = timeout
+
+    def __enter__(self) -> memoryview:
+        ch = self._ch
+        if ch._closed:
+            raise _closed_error()
+        if ch._view is not None:
+            ch._settle_view()
+        offset, length = ch._recv_claim(self._timeout)
+        region = ch._data[offset:offset + length]
+        view = region.toreadonly()
+        self._held = (view, region)  # inside the block: a receive on this handle is refused
+        return view
+
+    def __exit__(self, *exc: object) -> None:
+        self._ch._view = self._held  # settled now, or by a later call once an exporter lets go
+        self._ch._settle_view(raise_if_held=True)
+
+
+class _SendView:
+    """The context manager of :meth:`Channel.send_view`."""
+
+    __slots__ = ("_ch", "_size", "_timeout", "_region")
+
+    def __init__(self, ch: Channel, size: int, timeout: float | None) -> None:
+        self._ch = ch
+        self._size = size
+        self._timeout = timeout
+
+    def __enter__(self) -> memoryview:
+        ch = self._ch
+        if ch._closed:
+            raise _closed_error()
+        offset = ch._send_claim(self._size, self._timeout)
+        self._region = ch._data[offset:offset + self._size]
+        return self._region
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        region, ch = self._region, self._ch
+        if exc_type is None:
+            try:
+                region.release()  # BufferError if an exporter holds it: then nothing is sent
+            except BaseException:
+                ch._send_finish(None)
+                raise
+            ch._send_finish(self._size)
+            return
+        with contextlib.suppress(BufferError):
+            region.release()
+        ch._send_finish(None)
 
 
 def _validate_positions(mapping: Mapping, info: HeaderInfo, path: str) -> None:
