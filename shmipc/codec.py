@@ -214,9 +214,9 @@ class Codec:
         when this codec must see every message (``max_size`` is set)."""
         if self.max_size is not None:
             return None
-        return self._packer.pack, msgpack.unpackb, {
-            "raw": False, "strict_map_key": True, "use_list": True, "ext_hook": self._hook,
-            "timestamp": 3}
+        # raw=False, strict_map_key=True and use_list=True are msgpack's defaults (>= 1.0):
+        # not passing them saves ~200 ns a call of keyword parsing, most of a small decode.
+        return self._packer.pack, msgpack.unpackb, {"ext_hook": self._hook, "timestamp": 3}
 
     def decode(self, payload: bytes | memoryview) -> Any:
         """Decode one message.
