@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The peers (pyzmq, faster-fifo) and matplotlib come with the bench extra.
+# The peers (pyzmq, faster-fifo, iceoryx2) and matplotlib come with the bench extra.
 bench: $(STAMP)
 	$(EDITABLE) $(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
