@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 
 import posix_ipc
 
-from . import _core
 from .errors import CorruptChannel
 
 __all__ = [
@@ -195,7 +194,3 @@ def unlink_channel_semaphores(channel_id: bytes) -> list[str]:
     return [name for name in list_semaphores()
             if name.startswith(prefix) and unlink_semaphore(name)]
 
-
-def core_name(channel_id: bytes, role: str, generation: int) -> str:
-    """The name the compiled core derives (tests check that it equals :func:`semaphore_name`)."""
-    return _core.semaphore_name(channel_id, generation, role)
