@@ -1,4 +1,5 @@
-"""Builds the compiled core (src/, include/shmipc.h) into the extension shmipc._core.
+"""Builds the compiled core (src/, include/shmipc.h) into the extension shmipc._core, and the
+C fast path of records (shmipc/_records.c) into shmipc._records.
 
 Everything else about the package is in pyproject.toml.
 """
@@ -17,6 +18,11 @@ setup(
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
                                 "-Wno-missing-field-initializers"],
             libraries=["pthread"],
-        )
+        ),
+        Extension(
+            "shmipc._records",
+            sources=["shmipc/_records.c"],
+            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra"],
+        ),
     ]
 )

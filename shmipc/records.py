@@ -33,6 +33,7 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from . import _records
 from .errors import ShmipcError
 from .mapping import Mapping
 
@@ -48,6 +49,13 @@ _SCALARS: dict[str, tuple[int, int]] = {
     "h": (2, 2), "H": (2, 2), "e": (2, 2),
     "i": (4, 4), "I": (4, 4), "f": (4, 4),
     "q": (8, 8), "Q": (8, 8), "d": (8, 8),
+}
+# The range each integer code holds, for the message of a value that does not fit.
+_INT_RANGES: dict[str, tuple[str, int, int]] = {
+    "b": ("int8_t", -(1 << 7), (1 << 7) - 1), "B": ("uint8_t", 0, (1 << 8) - 1),
+    "h": ("int16_t", -(1 << 15), (1 << 15) - 1), "H": ("uint16_t", 0, (1 << 16) - 1),
+    "i": ("int32_t", -(1 << 31), (1 << 31) - 1), "I": ("uint32_t", 0, (1 << 32) - 1),
+    "q": ("int64_t", -(1 << 63), (1 << 63) - 1), "Q": ("uint64_t", 0, (1 << 64) - 1),
 }
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CODE = re.compile(r"(\d*)([A-Za-z?])\Z")
@@ -128,7 +136,7 @@ class Record:
     """
 
     __slots__ = ("name", "size", "struct", "fields", "offsets", "schema", "type", "_fields",
-                 "_text", "_field_structs", "_by_name", "_decode", "__weakref__")
+                 "_text", "_field_structs", "_by_name", "_decode", "_codec", "__weakref__")
 
     def __init__(self, name: str, fields: Sequence[tuple[str, str] | tuple[str, str, str]]
                  ) -> None:
@@ -211,6 +219,19 @@ class Record:
         cls.__module__ = "shmipc.records"
         self.type = cls
         self._decode = self._compile_decode()
+        self._codec = self.codec(self._pack_reference, self._unpack_reference)
+
+    def codec(self, explain_pack: Any, explain_unpack: Any) -> Any:
+        """Private: a C packer/unpacker of this type (``shmipc._records.RecordCodec``).
+
+        ``explain_pack(value)`` and ``explain_unpack(payload)`` are called for what the C path
+        does not take (a value that does not fit, a str in another encoding, a payload of the
+        wrong length): they return the result or raise the error.
+        """
+        return _records.RecordCodec(
+            self.size,
+            [(f.name, f.code[-1], f.offset, f.size, f.encoding) for f in self._fields],
+            self.type, explain_pack, explain_unpack)
 
     # --- values ----------------------------------------------------------------------------
 
@@ -278,17 +299,30 @@ class Record:
             try:
                 self._field_structs[f.name].pack(v)
             except struct.error as inner:
-                return RecordError(f"{self.name}.{f.name} ({f.code}): cannot hold {v!r} "
-                                   f"({inner})", field=f.name)
+                return self._field_error(f, v, inner)
         return RecordError(f"{self.name}: {exc}")
+
+    def _field_error(self, f: _Field, value: Any, exc: Exception) -> RecordError:
+        where = f"{self.name}.{f.name}"
+        if f.code in _INT_RANGES and isinstance(value, int):
+            ctype, lo, hi = _INT_RANGES[f.code]
+            return RecordError(f"{where} is {ctype} ({f.code}): it holds {lo}..{hi}, not "
+                               f"{value}; declare the field wider (q or Q) or send a value in "
+                               "range", field=f.name)
+        return RecordError(f"{where} ({f.code}): cannot hold {value!r} ({exc})", field=f.name)
 
     def pack(self, value: Any) -> bytes:
         """Return the C bytes of ``value`` (a value of this type, a tuple or a dict).
 
         Raises:
             FieldTooLong: a ``char[N]`` value longer than N bytes.
-            RecordError: a wrong number of values, or a value its field cannot hold.
+            RecordError: a wrong number of values, or a value its field cannot hold (the
+                message names the field and the range it holds).
         """
+        return self._codec.pack(value)  # type: ignore[no-any-return]
+
+    def _pack_reference(self, value: Any) -> bytes:
+        # The reference the C path falls back on: it packs what C did not take, or raises.
         values = self._prepare(self._values(value))
         try:
             return self.struct.pack(*values)
@@ -296,12 +330,13 @@ class Record:
             raise self._struct_error(values, exc) from None
 
     def pack_into(self, buffer: Any, offset: int, value: Any) -> None:
-        """Write ``value`` at ``offset`` of a writable buffer (checked as :meth:`pack`)."""
-        values = self._prepare(self._values(value))
-        try:
-            self.struct.pack_into(buffer, offset, *values)
-        except struct.error as exc:
-            raise self._struct_error(values, exc) from None
+        """Write ``value`` at ``offset`` of a writable buffer (checked as :meth:`pack`).
+
+        Raises:
+            ValueError: the record does not fit the buffer at ``offset``.
+            FieldTooLong, RecordError: as :meth:`pack`; nothing is written.
+        """
+        self._codec.pack_into(buffer, offset, value)
 
     def _decode_reference(self, raw: tuple[Any, ...]) -> Any:
         # Replaced per instance by a generated function (see _compile_decode); kept as the
@@ -331,12 +366,27 @@ class Record:
         return namespace["decode"]
 
     def unpack(self, data: Any) -> Any:
-        """Read one record from exactly :attr:`size` bytes."""
+        """Read one record from exactly :attr:`size` bytes.
+
+        Raises:
+            RecordError: ``data`` is not :attr:`size` bytes long.
+            UnicodeDecodeError: a field with an encoding holds bytes that do not decode.
+        """
+        return self._codec.unpack(data)
+
+    def _unpack_reference(self, data: Any) -> Any:
+        if len(memoryview(data).cast("B")) != self.size:
+            raise RecordError(f"a {self.name} record is {self.size} bytes, not "
+                              f"{len(memoryview(data).cast('B'))}")
         return self._decode(self.struct.unpack(data))
 
     def unpack_from(self, buffer: Any, offset: int = 0) -> Any:
-        """Read one record at ``offset`` of a buffer."""
-        return self._decode(self.struct.unpack_from(buffer, offset))
+        """Read one record at ``offset`` of a buffer.
+
+        Raises:
+            ValueError: the record does not fit the buffer at ``offset``.
+        """
+        return self._codec.unpack_from(buffer, offset)
 
     # --- schema ----------------------------------------------------------------------------
 
@@ -478,8 +528,7 @@ class RecordArray:
             try:
                 st.pack_into(view, self._index(i) + off, value)
             except struct.error as exc:
-                raise RecordError(f"{rec.name}.{name} ({f.code}): cannot hold {value!r} ({exc})",
-                                  field=name) from None
+                raise rec._field_error(f, value, exc) from None
             return
         rec.pack_into(view, self._index(key), value)
 
