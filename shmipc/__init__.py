@@ -25,7 +25,7 @@ from .errors import (
     WrongStartMethod,
 )
 from .mapping import Mapping, MappingKind, map_anonymous, map_file
-from .record_channel import RecordChannel
+from .record_channel import RecordChannel, RecordStatistics
 from .records import FieldTooLong, Record, RecordArray, RecordError
 
 __version__ = "0.2.0"
@@ -55,6 +55,7 @@ __all__ = [
     "RecordArray",
     "RecordChannel",
     "RecordError",
+    "RecordStatistics",
     "ShmipcError",
     "WrongStartMethod",
     "map_anonymous",

@@ -554,7 +554,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             record = shmipc.Record.from_schema(args.record)
         except (ValueError, TypeError) as exc:  # a schema the record layer refuses
             raise CliError(f"{path}: invalid record schema {args.record!r}: {exc}") from None
-        channel: Channel = shmipc.RecordChannel.create(
+        channel: Channel | shmipc.RecordChannel = shmipc.RecordChannel.create(
             path, record, max(1, args.capacity // record.size), mode=args.mode)
     else:
         channel = Channel.create(path, args.capacity, mode=args.mode)

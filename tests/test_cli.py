@@ -376,8 +376,8 @@ def test_create_record_channel(channel_path):
     assert (state["kind"], state["record_size"]) == ("records", 8)
     people = shmipc.Record("people", [("name", "4s"), ("age", "i")])
     with shmipc.RecordChannel.open(channel_path, people) as ch:
-        ch.send_record(people.type(b"b", 20))
-        assert ch.recv_record(timeout=1) == people.type(b"b", 20)
+        ch.send(people.type(b"b", 20))
+        assert ch.recv(timeout=1) == people.type(b"b", 20)
 
 
 def test_create_record_channel_with_a_bad_schema(channel_path):

@@ -90,11 +90,11 @@ def start_time(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[19])
 
 
-def drained(ch: shmipc.Channel) -> None:
+def drained(ch: shmipc.Channel | shmipc.RecordChannel) -> None:
     """Nothing torn or extra is left: the ring is empty and the positions agree."""
     with pytest.raises(shmipc.Empty):
         ch.recv_nowait()
-    stats = ch.statistics()
+    stats = (ch._ring if isinstance(ch, shmipc.RecordChannel) else ch).statistics()
     assert stats.read_position == stats.write_position
 
 
@@ -325,7 +325,7 @@ def test_record_channel_killed_at_each_point(channel_path, role, point):
         else:
             ch.send_values(1, 1.5)
             ch.send_values(2, 2.5)
-            die_at(channel_path, point, lambda c: c.recv_record(timeout=30),
+            die_at(channel_path, point, lambda c: c.recv(timeout=30),
                    kind=shmipc.RecordChannel)
             expected = [(1, 1.5), (2, 2.5)] if point in BEFORE_COMMIT else [(2, 2.5)]
         got = [ch.recv_tuple(timeout=30) for _ in expected]
