@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 import shmipc  # noqa: E402
 
 SMALL = {"name": "b", "age": 20}
+PEOPLE = shmipc.Record("people", [("name", "4s"), ("age", "i")])  # the seed's C struct
 CONSUMER_CPU = 0
 PRODUCER_CPU = 1
 SEQ = struct.Struct("<Q")
@@ -203,6 +204,19 @@ class ShmipcZeroCopy(Shmipc):
     def recv_bytes(self, ep: Any) -> Any:
         with ep.recv_view() as view:
             return probe(view)  # checked where it lies, never copied
+
+
+class ShmipcRecords(Shmipc):
+    """shmipc RecordChannel: the same fields as C records (``char name[4]; int age;``)."""
+
+    name = "shmipc RecordChannel"
+    base = "shmipc"
+    column = "records"
+    only = ("small",)
+    small = None  # set below: a people record
+
+    def open(self, size: int) -> Any:
+        return shmipc.RecordChannel.anonymous(PEOPLE, (4 << 20) // 16)  # Shmipc's 4 MiB ring
 
 
 class MpQueue(System):
@@ -567,7 +581,8 @@ class SpinRing(System):
 
 ALL: list[System] = [Shmipc(), MpQueue(), MpPipe(), PosixMQ(), Zmq(), FasterFifo(), OsPipe(),
                      Iceoryx2(), SpinRing()]
-VARIANTS: list[System] = [ShmipcSpin0(), ShmipcZeroCopy(), Iceoryx2ZeroCopy()]
+ShmipcRecords.small = PEOPLE(b"b", 20)
+VARIANTS: list[System] = [ShmipcSpin0(), ShmipcZeroCopy(), ShmipcRecords(), Iceoryx2ZeroCopy()]
 SHMIPC, ICEORYX2, SPIN_RING = Shmipc.name, Iceoryx2.name, SpinRing.name
 
 
@@ -616,9 +631,9 @@ def check_bytes(got: Any, seq: int, size: int) -> None:
 def produce(system: System, ep: Any, workload: str, count: int, size: int, base: int,
             idle_s: float) -> None:
     if workload in ("small", "producers"):
-        send = system.send
+        send, small = system.send, getattr(system, "small", SMALL)
         for _ in range(count):
-            send(ep, SMALL)
+            send(ep, small)
     elif workload == "batch":
         # 64 distinct (equal) dicts: a list of one object 64 times would let pickle send it
         # once and refer to it 63 times, which real batches never allow.
@@ -669,9 +684,9 @@ def consume(system: System, ep: Any, workload: str, count: int, size: int,
         cpu = cpu_seconds() - cpu0
         return {"count": 1, "seconds": elapsed, "cpu_s": cpu, "idle_cpu_pct": 100 * cpu / elapsed}
     if workload in ("small", "producers"):
-        recv = system.recv
+        recv, small = system.recv, getattr(system, "small", SMALL)
         for _ in range(count):
-            if recv(ep) != SMALL:
+            if recv(ep) != small:
                 raise AssertionError("a small object arrived changed")
     elif workload == "batch":
         got = 0
@@ -1053,7 +1068,8 @@ def variant_of(base: str, column: str) -> str | None:
 
 COLUMNS = ["small msg/s", "CPU µs/msg send / recv", "4 KiB msg/s", "1 MiB GB/s",
            "zero-copy 1 MiB GB/s", "ping-pong p50 / p99 µs", "ping-pong spin=0 p50 / p99 µs",
-           "batch 64 msg/s", "1 / 2 / 4 producers msg/s", "idle receiver CPU"]
+           "batch 64 msg/s", "1 / 2 / 4 producers msg/s", "idle receiver CPU",
+           "records msg/s (CPU µs/msg)"]
 
 
 def render_table(medians: dict[str, dict[str, dict[str, float | None]]], names: list[str],
@@ -1092,12 +1108,23 @@ def render_table(medians: dict[str, dict[str, dict[str, float | None]]], names: 
             fmt_rate(get("batch64", name, "msgs_per_s")),
             producers,
             fmt_pct(get("idle", name, "idle_cpu_pct")),
+            records_cell(get, variant_of(name, "records")),
         ]
         shown = f"**{name}**" if name == SHMIPC else name
         lines.append(f"| {shown} | " + " | ".join(cells) + " |")
     for name, reason in unavailable.items():
         lines.append(f"\nn/a — {name}: {reason}")
     return "\n".join(lines)
+
+
+def records_cell(get: Callable[[str, str | None, str], float | None],
+                 name: str | None) -> str:
+    rate = get("small", name, "msgs_per_s")
+    cpu = [get("small", name, k) for k in ("send_cpu_us", "recv_cpu_us")]
+    if rate is None:
+        return "—"
+    both = None if None in cpu else sum(c for c in cpu if c is not None)
+    return f"{fmt_rate(rate)} ({fmt_us(both)})"
 
 
 def judge(medians: dict[str, dict[str, dict[str, float | None]]],
@@ -1202,6 +1229,20 @@ def judge(medians: dict[str, dict[str, dict[str, float | None]]],
         best = min(got, key=lambda p: got[p])
         bar(text, ours <= got[best], f"shmipc spin=0 {ours:.1f} µs; {best} {got[best]:.1f} µs"
             + missing_note(missing))
+
+    text = "records ≥ 2x msgpack dicts of the same fields (small), in msg/s and CPU per message"
+    rec_rate, dict_rate = (get("small", n, "msgs_per_s") for n in (ShmipcRecords.name, SHMIPC))
+    rec_cpu, dict_cpu = (
+        None if None in (c := [get("small", n, k) for k in ("send_cpu_us", "recv_cpu_us")])
+        else sum(x for x in c if x is not None) for n in (ShmipcRecords.name, SHMIPC))
+    if None in (rec_rate, dict_rate, rec_cpu, dict_cpu):
+        bar(text, None, "RecordChannel or shmipc small not measured in this run")
+    else:
+        assert rec_rate and dict_rate and rec_cpu and dict_cpu
+        bar(text, rec_rate >= 2 * dict_rate and dict_cpu >= 2 * rec_cpu,
+            f"RecordChannel {fmt_rate(rec_rate)}/s = {rec_rate / dict_rate:.2f}x msgpack dicts "
+            f"({fmt_rate(dict_rate)}/s); CPU {rec_cpu:.2f} vs {dict_cpu:.2f} µs/msg = "
+            f"{dict_cpu / rec_cpu:.2f}x less")
 
     text = "idle blocked receiver < 1% of a CPU"
     ours = get("idle", SHMIPC, "idle_cpu_pct")

@@ -104,12 +104,25 @@ def _value_iter(self: Any) -> Iterator[Any]:
         yield getattr(self, name)
 
 
-def _value_eq(self: Any, other: Any) -> Any:
-    # Equal when of the same schema (a type rebuilt from a header equals the declared one).
-    theirs = getattr(type(other), "_shmipc_record", None)
-    if theirs is None:
-        return NotImplemented
-    return theirs.schema == self._shmipc_record.schema and list(self) == list(other)
+def _compile_eq(fields: Sequence[str]) -> Any:
+    # Equal when of the same schema (a type rebuilt from a header equals the declared one),
+    # field by field; generated per type, so no loop and no generator (records are compared
+    # as often as dicts are).
+    mine = ", ".join(f"self.{n}" for n in fields)
+    theirs = ", ".join(f"other.{n}" for n in fields)
+    source = (
+        "def __eq__(self, other):\n"
+        "    if other.__class__ is not self.__class__:\n"
+        "        rec = getattr(other.__class__, '_shmipc_record', None)\n"
+        "        if rec is None:\n"
+        "            return NotImplemented\n"
+        "        if rec.schema != self._shmipc_record.schema:\n"
+        "            return False\n"
+        f"    return ({mine},) == ({theirs},)\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    return namespace["__eq__"]
 
 
 class Record:
@@ -212,7 +225,7 @@ class Record:
                 f"header holds at most {SCHEMA_MAX}: use shorter field names")
         cls = dataclasses.make_dataclass(
             name, [(f.name, Any) for f in parsed], slots=True, eq=False,
-            namespace={"__iter__": _value_iter, "__eq__": _value_eq, "__hash__": None,
+            namespace={"__iter__": _value_iter, "__eq__": _compile_eq([f.name for f in parsed]), "__hash__": None,
                        "_shmipc_record": self,
                        "__doc__": f"A {name} record: {self.schema}"},
         )
