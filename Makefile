@@ -10,7 +10,7 @@ EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: demo test bench torture soak lint clean bridge-torture bridge-bench
 
-$(STAMP): pyproject.toml setup.py $(wildcard include/*.h src/*.[ch] shmipc/*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard include/*.h src/*.[ch] shmipc/*.[ch])
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(EDITABLE) $(BIN)/python -m pip install -q -e '.[test,nats]'

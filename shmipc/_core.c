@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "_records.h"
 #include "core.h"
 #include "shmipc.h"
 #include "testing.h"
@@ -39,6 +40,11 @@ typedef struct {
     PyObject *unpack_names;  /* tuple of the keyword names (a vectorcall: no dict per call) */
     PyObject *unpack_values[8];
     Py_ssize_t unpack_nkw;
+    /* A record channel's codec (shmipc._records.RecordCodec), packed and built in C around
+     * the copy; NULL otherwise. */
+    PyObject *record_codec;
+    const shmipc_records_api *records;
+    Py_ssize_t record_size;
     int calls;           /* calls in progress with the GIL released (close waits for none) */
     PyObject *weakrefs;
 } CoreChannel;
@@ -270,6 +276,7 @@ static void CoreChannel_dealloc(CoreChannel *self) {
     Py_CLEAR(self->unpack_names);
     for (Py_ssize_t i = 0; i < self->unpack_nkw; i++) Py_CLEAR(self->unpack_values[i]);
     self->unpack_nkw = 0;
+    Py_CLEAR(self->record_codec);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -280,6 +287,7 @@ static int CoreChannel_traverse(CoreChannel *self, visitproc visit, void *arg) {
     Py_VISIT(self->unpack);
     Py_VISIT(self->unpack_names);
     for (Py_ssize_t i = 0; i < self->unpack_nkw; i++) Py_VISIT(self->unpack_values[i]);
+    Py_VISIT(self->record_codec);
     return 0;
 }
 
@@ -291,6 +299,7 @@ static int CoreChannel_clear(CoreChannel *self) {
     Py_CLEAR(self->unpack_names);
     for (Py_ssize_t i = 0; i < self->unpack_nkw; i++) Py_CLEAR(self->unpack_values[i]);
     self->unpack_nkw = 0;
+    Py_CLEAR(self->record_codec);
     return 0;
 }
 
@@ -306,10 +315,34 @@ static PyObject *CoreChannel_detach(CoreChannel *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* A record codec for the channel: `record_codec` a shmipc._records.RecordCodec whose records
+ * fit RECORD_STACK bytes (larger ones go through encode/decode and bytes objects). */
+#define RECORD_STACK 512
+static int set_record_codec(CoreChannel *self, PyObject *record_codec) {
+    if (record_codec == Py_None) {
+        Py_CLEAR(self->record_codec);
+        return 0;
+    }
+    static const shmipc_records_api *api;
+    if (api == NULL && (api = PyCapsule_Import(SHMIPC_RECORDS_CAPSULE, 0)) == NULL) return -1;
+    if (!api->check(record_codec)) {
+        PyErr_SetString(PyExc_TypeError, "record_codec must be a shmipc._records.RecordCodec");
+        return -1;
+    }
+    Py_ssize_t size = api->size(record_codec);
+    Py_XSETREF(self->record_codec, size <= RECORD_STACK ? Py_NewRef(record_codec) : NULL);
+    self->records = api;
+    self->record_size = size;
+    return 0;
+}
+
 static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
     PyObject *encode, *decode, *pack = Py_None, *unpack = Py_None, *kwargs = Py_None;
-    if (!PyArg_ParseTuple(args, "OO|OOO:_set_codec", &encode, &decode, &pack, &unpack, &kwargs))
+    PyObject *record_codec = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|OOOO:_set_codec", &encode, &decode, &pack, &unpack, &kwargs,
+                          &record_codec))
         return NULL;
+    if (set_record_codec(self, record_codec) < 0) return NULL;
     if (kwargs != Py_None && (!PyDict_Check(kwargs) || PyDict_GET_SIZE(kwargs) > 8)) {
         PyErr_SetString(PyExc_TypeError, "unpack_kwargs must be a dict of at most 8 keywords");
         return NULL;
@@ -570,6 +603,17 @@ static PyObject *CoreChannel_send_bytes_nowait(CoreChannel *self, PyObject *data
     return send_buffer(self, data, 0);
 }
 
+/* A record: packed on the stack (the codec may call Python: no lock is held), then sent. */
+static PyObject *send_record(CoreChannel *self, PyObject *value, int64_t timeout_ns) {
+    unsigned char rec[RECORD_STACK];
+    if (self->records->pack(self->record_codec, value, rec) < 0) return NULL;
+    size_t n = (size_t)self->record_size;
+    int rc;
+    RUN_CORE(self, rc, timeout_ns, shmipc_channel_send(self->ch, rec, n, timeout_ns, flags));
+    if (rc != SHMIPC_OK) return raise_code(self, rc, n, timeout_ns);
+    Py_RETURN_NONE;
+}
+
 static PyObject *CoreChannel_send(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames) {
     static const char *const names[] = {"obj", "timeout", NULL};
@@ -579,6 +623,7 @@ static PyObject *CoreChannel_send(CoreChannel *self, PyObject *const *args, Py_s
     int64_t ns;
     if (parse_timeout(timeout, &ns) < 0) return NULL;
     if (self->ch == NULL) return closed_handle();
+    if (self->record_codec != NULL) return send_record(self, obj, ns);
     PyObject *payload = encode_obj(self, obj);
     if (payload == NULL) return NULL;
     PyObject *result = send_buffer(self, payload, ns);
@@ -588,6 +633,7 @@ static PyObject *CoreChannel_send(CoreChannel *self, PyObject *const *args, Py_s
 
 static PyObject *CoreChannel_send_nowait(CoreChannel *self, PyObject *obj) {
     if (self->ch == NULL) return closed_handle();
+    if (self->record_codec != NULL) return send_record(self, obj, 0);
     PyObject *payload = encode_obj(self, obj);
     if (payload == NULL) return NULL;
     PyObject *result = send_buffer(self, payload, 0);
@@ -787,6 +833,13 @@ static PyObject *recv_one(CoreChannel *self, int64_t timeout_ns, int decode) {
     size_t count;
     int rc = claim(self, &msg, 1, &count, timeout_ns);
     if (rc != SHMIPC_OK) return raise_code(self, rc, 0, timeout_ns);
+    if (decode && self->record_codec != NULL && msg.length == (size_t)self->record_size) {
+        /* copied out and committed before the value is built (that may run Python code) */
+        unsigned char rec[RECORD_STACK];
+        memcpy(rec, (const char *)shmipc_channel_data(self->ch) + msg.offset, msg.length);
+        shmipc_channel_recv_commit(self->ch);
+        return self->records->unpack(self->record_codec, rec);
+    }
     PyObject *payload = PyBytes_FromStringAndSize(
         (const char *)shmipc_channel_data(self->ch) + msg.offset, (Py_ssize_t)msg.length);
     if (payload == NULL) {
@@ -838,9 +891,7 @@ static PyObject *CoreChannel_recv_bytes_nowait(CoreChannel *self, PyObject *unus
 
 /* Decode one payload into `out`. A DecodeError is kept in its place (the message was
  * consumed) and the first one remembered in *failure; -1 for any other exception. */
-static int append_decoded(CoreChannel *self, PyObject *payload, PyObject *out,
-                          PyObject **failure) {
-    PyObject *obj = decode_one(self, payload);
+static int append_object(PyObject *obj, PyObject *out, PyObject **failure) {
     if (obj == NULL) {
         if (!PyErr_ExceptionMatches(DecodeError)) return -1;
         PyObject *type, *tb;
@@ -857,6 +908,11 @@ static int append_decoded(CoreChannel *self, PyObject *payload, PyObject *out,
     int rc = PyList_Append(out, obj);
     Py_DECREF(obj);
     return rc;
+}
+
+static int append_decoded(CoreChannel *self, PyObject *payload, PyObject *out,
+                          PyObject **failure) {
+    return append_object(decode_one(self, payload), out, failure);
 }
 
 /* Copy the claimed messages out, commit them, and append them to `out` (decoded if
@@ -882,6 +938,34 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
         }
         shmipc_channel_recv_commit(self->ch);
         return 0;
+    }
+    if (self->record_codec != NULL) {
+        /* Records: all copied out and committed, then each value built from its bytes. */
+        size_t size = (size_t)self->record_size;
+        unsigned char *recs = PyMem_Malloc(count * size + 1);
+        if (recs == NULL) {
+            shmipc_channel_recv_abort(self->ch);
+            if (PyList_GET_SIZE(out) == 0) return -1;
+            PyErr_Clear();
+            return 1;
+        }
+        for (size_t i = 0; i < count; i++) {
+            if (msgs[i].length != size) { /* the core delivers records only: never here */
+                PyMem_Free(recs);
+                shmipc_channel_recv_abort(self->ch);
+                PyErr_SetString(CorruptChannel, "a record channel delivered a frame that is "
+                                "not one record");
+                return -1;
+            }
+            memcpy(recs + i * size, data + msgs[i].offset, size);
+        }
+        shmipc_channel_recv_commit(self->ch);
+        int rc = 0;
+        for (size_t i = 0; rc == 0 && i < count; i++)
+            rc = append_object(self->records->unpack(self->record_codec, recs + i * size), out,
+                               failure);
+        PyMem_Free(recs);
+        return rc;
     }
     /* Decoding: one buffer for the whole claim, an array header in front, one unpack. */
     size_t total = 5;

@@ -35,7 +35,8 @@ class CoreChannel:
     def _set_codec(self, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any],
                    pack: Callable[[Any], bytes] | None = None,
                    unpack: Callable[..., Any] | None = None,
-                   unpack_kwargs: dict[str, Any] | None = None) -> None: ...
+                   unpack_kwargs: dict[str, Any] | None = None,
+                   record_codec: Any = None) -> None: ...
     @property
     def _attached(self) -> bool: ...
 

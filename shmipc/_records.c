@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_records.h"
+
 #define MAX_FIELDS 256
 
 typedef struct {
@@ -453,6 +455,84 @@ static PyTypeObject RecordCodecType = {
     .tp_methods = RecordCodec_methods,
 };
 
+/* --- RecordBase: the C base of every record value class --------------------------------
+ * Gives the values an == in C: two values of one class are equal when their slots are; any
+ * other pair is left to the class's _shmipc_eq (records.py: the same schema, field by field).
+ * Records are compared as often as dicts are, and a Python __eq__ costs more than a receive. */
+
+static PyObject *RecordBase_richcompare(PyObject *a, PyObject *b, int op) {
+    if (op != Py_EQ && op != Py_NE) Py_RETURN_NOTIMPLEMENTED;
+    PyTypeObject *t = Py_TYPE(a);
+    int equal;
+    if (Py_TYPE(b) == t && t->tp_members != NULL) {
+        equal = 1;
+        for (PyMemberDef *m = t->tp_members; equal == 1 && m->name != NULL; m++) {
+            if (m->type != T_OBJECT_EX) continue;
+            PyObject *x = *(PyObject **)((char *)a + m->offset);
+            PyObject *y = *(PyObject **)((char *)b + m->offset);
+            if (x == NULL || y == NULL) equal = x == y;
+            else equal = PyObject_RichCompareBool(x, y, Py_EQ);
+        }
+        if (equal < 0) return NULL;
+    } else {
+        static PyObject *name;
+        if (name == NULL && (name = PyUnicode_InternFromString("_shmipc_eq")) == NULL)
+            return NULL;
+        PyObject *r = PyObject_CallMethodOneArg(a, name, b);
+        if (r == NULL || r == Py_NotImplemented) return r;
+        equal = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (equal < 0) return NULL;
+    }
+    return PyBool_FromLong(op == Py_EQ ? equal : !equal);
+}
+
+static PyTypeObject RecordBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmipc._records.RecordBase",
+    .tp_basicsize = sizeof(PyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Private: the base of record value classes (== in C).",
+    .tp_new = PyType_GenericNew,
+    .tp_richcompare = RecordBase_richcompare,
+    .tp_hash = PyObject_HashNotImplemented,
+};
+
+/* --- the C API for the channel binding (_records.h) ------------------------------------ */
+
+static int api_check(PyObject *codec) { return PyObject_TypeCheck(codec, &RecordCodecType); }
+
+static Py_ssize_t api_size(PyObject *codec) { return ((RecordCodec *)codec)->size; }
+
+static int api_pack(PyObject *codec, PyObject *value, unsigned char *out) {
+    RecordCodec *self = (RecordCodec *)codec;
+    if (pack_into(self, value, out) == 0) return 0;
+    PyObject *packed = explain(self->explain_pack, value);
+    if (packed == NULL) return -1;
+    int rc = 0;
+    if (PyBytes_Check(packed) && PyBytes_GET_SIZE(packed) == self->size) {
+        memcpy(out, PyBytes_AS_STRING(packed), (size_t)self->size);
+    } else {
+        PyErr_SetString(PyExc_SystemError, "record reference packer returned no record");
+        rc = -1;
+    }
+    Py_DECREF(packed);
+    return rc;
+}
+
+static PyObject *api_unpack(PyObject *codec, const unsigned char *p) {
+    RecordCodec *self = (RecordCodec *)codec;
+    PyObject *obj = build(self, p);
+    if (obj != NULL) return obj;
+    PyObject *payload = PyBytes_FromStringAndSize((const char *)p, self->size);
+    if (payload == NULL) return NULL;
+    obj = explain(self->explain_unpack, payload);
+    Py_DECREF(payload);
+    return obj;
+}
+
+static const shmipc_records_api records_api = {api_check, api_size, api_pack, api_unpack};
+
 static struct PyModuleDef records_module = {
     PyModuleDef_HEAD_INIT, "shmipc._records",
     "Private: the C fast path of shmipc.records (packing and unpacking C-layout records).", -1,
@@ -460,10 +540,21 @@ static struct PyModuleDef records_module = {
 };
 
 PyMODINIT_FUNC PyInit__records(void) {
-    if (PyType_Ready(&RecordCodecType) < 0) return NULL;
+    if (PyType_Ready(&RecordCodecType) < 0 || PyType_Ready(&RecordBaseType) < 0) return NULL;
     PyObject *m = PyModule_Create(&records_module);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "RecordCodec", (PyObject *)&RecordCodecType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "RecordBase", (PyObject *)&RecordBaseType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *api = PyCapsule_New((void *)&records_api, SHMIPC_RECORDS_CAPSULE, NULL);
+    int failed = api == NULL || PyModule_AddObjectRef(m, "_api", api) < 0;
+    Py_XDECREF(api);
+    if (failed) {
         Py_DECREF(m);
         return NULL;
     }

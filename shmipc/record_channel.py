@@ -178,7 +178,7 @@ class RecordChannel:
         # The C packer and unpacker of the record type are the ring's codec; the ring holds
         # no reference back to this object (a cycle would keep a dropped handle alive).
         codec = record.codec(record._pack_reference, _decode_error(record))
-        ring._set_codec(codec.pack, codec.unpack)
+        ring._set_codec(codec.pack, codec.unpack, None, None, None, codec)
         self.send = ring.send
         self.send_nowait = ring.send_nowait
         self.send_many = ring.send_many

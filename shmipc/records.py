@@ -111,7 +111,7 @@ def _compile_eq(fields: Sequence[str]) -> Any:
     mine = ", ".join(f"self.{n}" for n in fields)
     theirs = ", ".join(f"other.{n}" for n in fields)
     source = (
-        "def __eq__(self, other):\n"
+        "def _shmipc_eq(self, other):\n"
         "    if other.__class__ is not self.__class__:\n"
         "        rec = getattr(other.__class__, '_shmipc_record', None)\n"
         "        if rec is None:\n"
@@ -122,7 +122,7 @@ def _compile_eq(fields: Sequence[str]) -> Any:
     )
     namespace: dict[str, Any] = {}
     exec(source, namespace)
-    return namespace["__eq__"]
+    return namespace["_shmipc_eq"]
 
 
 class Record:
@@ -223,9 +223,13 @@ class Record:
             raise RecordError(
                 f"the schema text of {name} is {len(self.schema.encode())} bytes; a channel "
                 f"header holds at most {SCHEMA_MAX}: use shorter field names")
+        # == comes from the C base (RecordBase): values of one class compare slot by slot in
+        # C, values of classes of the same schema through _shmipc_eq.
         cls = dataclasses.make_dataclass(
-            name, [(f.name, Any) for f in parsed], slots=True, eq=False,
-            namespace={"__iter__": _value_iter, "__eq__": _compile_eq([f.name for f in parsed]), "__hash__": None,
+            name, [(f.name, Any) for f in parsed], bases=(_records.RecordBase,), slots=True,
+            eq=False,
+            namespace={"__iter__": _value_iter, "__hash__": None,
+                       "_shmipc_eq": _compile_eq([f.name for f in parsed]),
                        "_shmipc_record": self,
                        "__doc__": f"A {name} record: {self.schema}"},
         )
