@@ -9,8 +9,8 @@ def test_all_is_pinned():
         "CorruptChannel", "DecodeError", "Empty", "EncodeError", "EndOfChannel", "Full",
         "IncompatibleChannel", "Mapping", "MappingError", "MappingKind", "MessageTooLarge",
         "NotAChannel", "PeerDied", "ShmipcError", "WrongStartMethod", "map_anonymous",
-        "map_file", "RECORD_EXT_CODE", "FieldTooLong", "Record", "RecordArray", "RecordChannel", "RecordStatistics",
-        "RecordError",
+        "map_file", "RECORD_EXT_CODE", "FieldTooLong", "Record", "RecordArray", "RecordChannel",
+        "RecordError", "RecordStatistics",
     ])
 
 

@@ -9,8 +9,15 @@ Run it directly (``make torture`` / ``make soak``) or through ``tests/test_crash
     python tests/torture.py --duration 20 --spin 0 --seed 7   # one spin setting, replayable
 
 The run is split into one phase per ``--spin`` setting (``0``: a blocked call sleeps at once;
-``default``: the library's bounded spin, ``SHMIPC_SPIN`` unset, 50 µs). Each phase creates a
-64 KiB channel file and forks ``--producers`` producers and ``--consumers`` consumers.
+``default``: the library's bounded spin, ``SHMIPC_SPIN`` unset, 50 µs; ``records:<spin>``: a
+record channel with that spin). Each phase creates a 64 KiB channel file and forks
+``--producers`` producers and ``--consumers`` consumers.
+
+Record phases. The channel is a ``RecordChannel`` of 40-byte ``torture`` records (``incarnation
+u32 | seq u32 | three random u64 | random u32 | crc32``: the same message layout, at a fixed
+size); producers use ``send`` and ``send_many``, consumers ``recv`` and ``recv_many`` (a record
+channel has no views), and the consumer packs each record it got back to its C bytes to verify
+it. Everything else (rounds, kill points, checks) is the same.
 
 Workers. A producer picks at random ``send_bytes``, ``send_many_bytes`` (2-12 messages) or
 ``send_view``; a consumer ``recv_bytes``, ``recv_many_bytes`` (up to 100, so that one call may
@@ -122,8 +129,12 @@ os.environ.pop("SHMIPC_SPIN", None)
 import shmipc  # noqa: E402
 from shmipc import _core, layout  # noqa: E402
 from shmipc.channel import DEFAULT_SPIN  # noqa: E402
+from shmipc.record_channel import records_held  # noqa: E402
 
 HEAD = struct.Struct("<II")  # producer incarnation, seq
+# A record phase's message: the same head and checksum as a frame phase's, at a fixed size.
+TORTURE_RECORD = shmipc.Record("torture", [("incarnation", "I"), ("seq", "I"), ("a", "Q"),
+                                           ("b", "Q"), ("c", "Q"), ("d", "I"), ("crc", "I")])
 CRC = struct.Struct("<I")
 RECORD = struct.Struct("<IIII")  # kind, a, b, c
 INTENT, MSG, DONE = 1, 2, 3
@@ -147,6 +158,7 @@ class Context:
     spin: float
     poll: float
     max_size: int
+    records: bool = False
 
 
 class Torn(Exception):
@@ -157,6 +169,13 @@ def _payload(rng: random.Random, incarnation: int, seq: int, max_size: int) -> b
     size = rng.choice((0, rng.randrange(64), rng.randrange(512), rng.randrange(max_size)))
     body = HEAD.pack(incarnation, seq) + rng.randbytes(size)
     return body + CRC.pack(zlib.crc32(body))
+
+
+def _record(rng: random.Random, incarnation: int, seq: int) -> tuple[int, ...]:
+    values = (incarnation, seq, rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64),
+              rng.getrandbits(32), 0)
+    body = TORTURE_RECORD.pack(values)[:-CRC.size]
+    return (*values[:-1], zlib.crc32(body))
 
 
 def _verify(ctx: Context, message: bytes | memoryview) -> bytes:
@@ -183,20 +202,31 @@ def producer(ctx: Context, incarnation: int, seed: int, point: str | None, after
     rng = random.Random(seed)
     log = os.open(f"{ctx.logdir}/p{incarnation}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                   0o600)
-    ch = shmipc.Channel.open(ctx.path)
+    ch: shmipc.Channel | shmipc.RecordChannel
+    if ctx.records:
+        ch = shmipc.RecordChannel.open(ctx.path, TORTURE_RECORD)
+        send_one, send_many, make = ch.send, ch.send_many, _record
+    else:
+        ch = shmipc.Channel.open(ctx.path)
+        send_one, send_many = ch.send_bytes, ch.send_many_bytes
+
+        def make(rng: random.Random, incarnation: int, seq: int) -> bytes:
+            return _payload(rng, incarnation, seq, ctx.max_size)
     ch.spin = ctx.spin
     _arm(point, after, signo)
     seq = 0
     while not stop:
-        op = rng.choices((ONE, MANY, VIEW), (5, 3, 2))[0]
+        op = rng.choices((ONE, MANY, VIEW), (5, 3, 0 if ctx.records else 2))[0]
         count = rng.randint(2, 12) if op == MANY else 1
-        payloads = [_payload(rng, incarnation, seq + i, ctx.max_size) for i in range(count)]
+        payloads = [make(rng, incarnation, seq + i) for i in range(count)]
         os.write(log, RECORD.pack(INTENT, op, seq, count))
         try:
             if op == ONE:
-                ch.send_bytes(payloads[0], timeout=ctx.poll)
+                send_one(payloads[0], timeout=ctx.poll)
             elif op == MANY:
-                ch.send_many_bytes(payloads, timeout=ctx.poll)
+                send_many(payloads, timeout=ctx.poll)
+            elif isinstance(ch, shmipc.RecordChannel):
+                raise AssertionError("a record channel has no send_view")
             else:
                 with ch.send_view(len(payloads[0]), timeout=ctx.poll) as view:
                     view[:] = payloads[0]
@@ -215,26 +245,36 @@ def consumer(ctx: Context, incarnation: int, seed: int, point: str | None, after
     rng = random.Random(seed)
     log = os.open(f"{ctx.logdir}/c{incarnation}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                   0o600)
-    ch = shmipc.Channel.open(ctx.path)
+    ch: shmipc.Channel | shmipc.RecordChannel
+    if ctx.records:
+        ch = shmipc.RecordChannel.open(ctx.path, TORTURE_RECORD)
+        recv_one, recv_many = ch.recv, ch.recv_many
+        as_bytes = TORTURE_RECORD.pack
+    else:
+        ch = shmipc.Channel.open(ctx.path)
+        recv_one, recv_many = ch.recv_bytes, ch.recv_many_bytes
+        as_bytes = bytes
     ch.spin = ctx.spin
     _arm(point, after, signo)
     # Armed with a point before the commit, one call must be one claim (see the allowance).
     most = CLAIM_MAX if point in BEFORE_COMMIT else 100
     try:
         while not stop:
-            op = rng.choices((ONE, MANY, VIEW), (4, 4, 2))[0]
+            op = rng.choices((ONE, MANY, VIEW), (4, 4, 0 if ctx.records else 2))[0]
             most_now = rng.choice((rng.randint(2, 16), rng.randint(2, most))) if op == MANY else 1
             os.write(log, RECORD.pack(INTENT, op, most_now, 0))
             try:
                 if op == VIEW:
+                    if isinstance(ch, shmipc.RecordChannel):
+                        raise AssertionError("a record channel has no recv_view")
                     with ch.recv_view(timeout=ctx.poll) as view:
                         os.write(log, _verify(ctx, view))  # before the commit at block end
                     os.write(log, RECORD.pack(DONE, 1, 0, 0))
                     continue
                 if op == ONE:
-                    messages = [ch.recv_bytes(timeout=ctx.poll)]
+                    messages = [as_bytes(recv_one(timeout=ctx.poll))]
                 else:
-                    messages = ch.recv_many_bytes(most_now, timeout=ctx.poll)
+                    messages = [as_bytes(m) for m in recv_many(most_now, timeout=ctx.poll)]
             except shmipc.Empty:
                 os.write(log, RECORD.pack(DONE, 0, 0, 0))
                 continue
@@ -332,10 +372,19 @@ class Phase:
         self.logdir = f"{self.dir}/logs"
         os.mkdir(self.logdir)
         path = f"{self.dir}/channel-{uuid.uuid4().hex}"
-        self.channel = shmipc.Channel.create(path, self.args.capacity)
-        spin = DEFAULT_SPIN if self.spin_name == "default" else float(self.spin_name)
+        records, _, spin_name = self.spin_name.rpartition(":")
+        if records not in ("", "records"):
+            raise SystemExit(f"--spin: {self.spin_name!r} is not a spin or records:<spin>")
+        if records:  # the orchestrator works on the record channel's core handle
+            self.record_channel = shmipc.RecordChannel.create(
+                path, TORTURE_RECORD, records_held(self.args.capacity, TORTURE_RECORD.size))
+            self.channel = self.record_channel._ring
+        else:
+            self.channel = shmipc.Channel.create(path, self.args.capacity)
+        spin = DEFAULT_SPIN if spin_name == "default" else float(spin_name)
         self.ctx = Context(path, self.logdir, spin, self.args.poll,
-                           min(self.args.max_size, self.channel.max_message_size - 12))
+                           min(self.args.max_size, self.channel.max_message_size - 12),
+                           records=bool(records))
 
     # --- processes -------------------------------------------------------------------------
 
@@ -947,8 +996,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds to run, shared by the spin phases (default 60)")
     p.add_argument("--rounds", type=int, default=1 << 30,
                    help="kill and stall rounds per phase at most (0: soak)")
-    p.add_argument("--spin", default="0,default",
-                   help="comma-separated spin settings, one phase each: seconds or 'default'")
+    p.add_argument("--spin", default="0,default,records:0",
+                   help="comma-separated spin settings, one phase each: seconds or 'default', "
+                   "or records:<spin> for a record channel")
     p.add_argument("--producers", type=int, default=2)
     p.add_argument("--consumers", type=int, default=2)
     p.add_argument("--capacity", type=int, default=1 << 16)
