@@ -93,10 +93,43 @@ def test_str_needs_an_explicit_encoding():
     assert info.value.length == 6
 
 
-def test_out_of_range_values_name_the_field():
+def test_out_of_range_values_name_the_field_and_its_range():
     with pytest.raises(RecordError) as info:
         people.pack((b"a", 2**40))
     assert info.value.field == "age"
+    assert isinstance(info.value, ValueError) and isinstance(info.value, shmipc.ShmipcError)
+    assert "int32_t" in str(info.value) and "-2147483648..2147483647" in str(info.value)
+    small = Record("small", [("u", "B"), ("h", "h"), ("big", "Q")])
+    for values, field, bounds in [((256, 0, 0), "u", "0..255"), ((-1, 0, 0), "u", "0..255"),
+                                  ((0, -32769, 0), "h", "-32768..32767"),
+                                  ((0, 0, -1), "big", "0..18446744073709551615"),
+                                  ((0, 0, 2**64), "big", "0..18446744073709551615")]:
+        with pytest.raises(RecordError, match=bounds) as info:
+            small.pack(values)
+        assert info.value.field == field
+    # the C path and the reference agree on every value either accepts
+    edge = [(255, -32768, 2**64 - 1), (0, 32767, 0), (True, False, 7)]
+    for values in edge:
+        assert small.pack(values) == small._pack_reference(values)
+        assert small.unpack(small.pack(values)) == small(*map(int, values))
+
+
+def test_a_record_channel_refuses_a_value_that_does_not_fit_and_sends_nothing(tmp_path):
+    with RecordChannel.create(tmp_path / "rc", people, 16) as ch:
+        try:
+            for bad in [(b"a", 2**31), (b"abcde", 1), {"name": b"a"}, (b"a", "x"), 3.5]:
+                with pytest.raises(RecordError):
+                    ch.send(bad)
+                with pytest.raises(RecordError):
+                    ch.send_nowait(bad)
+                with pytest.raises(RecordError):
+                    ch.send_many([(b"ok", 1), bad])  # all packed first: nothing goes
+            stats = ch.statistics()
+            assert (stats.sent, stats.messages) == (0, 0)
+            ch.send((b"ok", 1))
+            assert ch.recv(timeout=1) == people(b"ok", 1)
+        finally:
+            ch.unlink()
 
 
 # --- arrays -------------------------------------------------------------------------------------
