@@ -56,7 +56,8 @@ def test_benchmark_quick_run_checks_messages(tmp_path):
         assert medians["pingpong"][iceoryx2]["p50_us"]
         assert medians["1m"]["iceoryx2 loan + in place"]["msgs_per_s"]
     # One line per bar, each with a verdict.
-    assert len(document["bars"]) == 8
+    assert medians["small"]["shmipc RecordChannel"]["msgs_per_s"]
+    assert len(document["bars"]) == 9
     for bar in document["bars"]:
         assert bar["verdict"] in ("met", "NOT MET", "n/a"), bar
         assert f"- {bar['bar']}: **{bar['verdict']}**" in proc.stdout
@@ -66,8 +67,11 @@ def test_bars_are_judged_on_the_figures():
     run = load_run()
     shm, iox = run.SHMIPC, run.ICEORYX2
     m = {
-        "small": {shm: {"msgs_per_s": 3e6}, "os.pipe + framing": {"msgs_per_s": 1e6},
-                  iox: {"msgs_per_s": 0.5e6}, "floor": {"msgs_per_s": 2e6}},
+        "small": {shm: {"msgs_per_s": 3e6, "send_cpu_us": 0.3, "recv_cpu_us": 0.4},
+                  "os.pipe + framing": {"msgs_per_s": 1e6},
+                  iox: {"msgs_per_s": 0.5e6}, "floor": {"msgs_per_s": 2e6},
+                  run.ShmipcRecords.name: {"msgs_per_s": 7e6, "send_cpu_us": 0.1,
+                                           "recv_cpu_us": 0.2}},
         "4k": {shm: {"msgs_per_s": 1e6}, "os.pipe + framing": {"msgs_per_s": 0.7e6}},
         "batch64": {shm: {"msgs_per_s": 5e6}, "os.pipe + framing": {"msgs_per_s": 4e6}},
         "1m": {shm: {"bytes_per_s": 30e9}, "os.pipe + framing": {"bytes_per_s": 1e9},
@@ -81,8 +85,12 @@ def test_bars_are_judged_on_the_figures():
     }
     verdicts = [b["verdict"] for b in run.judge(m)]
     # small met; 4 KiB 1.43x < 1.5x; batch met; 1 MiB met; zero copy 40 < 41; ping-pong met;
-    # spin=0 met; idle met.
-    assert verdicts == ["met", "NOT MET", "met", "met", "NOT MET", "met", "met", "met"]
+    # spin=0 met; records 2.33x in msg/s and 2.33x in CPU met; idle met.
+    assert verdicts == ["met", "NOT MET", "met", "met", "NOT MET", "met", "met", "met", "met"]
+    # records at 2.33x in msg/s but only 1.75x less CPU: not met
+    m["small"][run.ShmipcRecords.name]["recv_cpu_us"] = 0.3
+    records = next(b for b in run.judge(m) if b["bar"].startswith("records"))
+    assert records["verdict"] == "NOT MET", records
 
     # Without iceoryx2 its bars are n/a, with the reason, never "met".
     m["pingpong"].pop(iox)
