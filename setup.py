@@ -13,7 +13,7 @@ setup(
     ext_modules=[
         Extension(
             "shmipc._core",
-            sources=["shmipc/_core.c", *CORE_SOURCES],
+            sources=["shmipc/_core.c", "shmipc/_msgpack.c", *CORE_SOURCES],
             include_dirs=["include", "src"],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
                                 "-Wno-missing-field-initializers"],

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "_msgpack.h"
 #include "_records.h"
 #include "core.h"
 #include "shmipc.h"
@@ -45,6 +46,9 @@ typedef struct {
     PyObject *record_codec;
     const shmipc_records_api *records;
     Py_ssize_t record_size;
+    /* Decode with _msgpack.c first (the codec is the default msgpack one, whose unpack is
+     * the reference for what that decoder gives up on). */
+    int native_decode;
     int calls;           /* calls in progress with the GIL released (close waits for none) */
     PyObject *weakrefs;
 } CoreChannel;
@@ -315,6 +319,8 @@ static PyObject *CoreChannel_detach(CoreChannel *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+#define NATIVE_STACK 1024 /* messages up to this size are decoded from a copy on the stack */
+
 /* A record codec for the channel: `record_codec` a shmipc._records.RecordCodec whose records
  * fit RECORD_STACK bytes (larger ones go through encode/decode and bytes objects). */
 #define RECORD_STACK 512
@@ -336,6 +342,13 @@ static int set_record_codec(CoreChannel *self, PyObject *record_codec) {
     return 0;
 }
 
+static PyObject *CoreChannel_set_native_decode(CoreChannel *self, PyObject *on) {
+    int t = PyObject_IsTrue(on);
+    if (t < 0) return NULL;
+    self->native_decode = t;
+    Py_RETURN_NONE;
+}
+
 static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
     PyObject *encode, *decode, *pack = Py_None, *unpack = Py_None, *kwargs = Py_None;
     PyObject *record_codec = Py_None;
@@ -343,6 +356,7 @@ static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
                           &record_codec))
         return NULL;
     if (set_record_codec(self, record_codec) < 0) return NULL;
+    self->native_decode = 0; /* for the default codec only: see _set_native_decode */
     if (kwargs != Py_None && (!PyDict_Check(kwargs) || PyDict_GET_SIZE(kwargs) > 8)) {
         PyErr_SetString(PyExc_TypeError, "unpack_kwargs must be a dict of at most 8 keywords");
         return NULL;
@@ -387,6 +401,11 @@ static PyObject *call_unpack(CoreChannel *self, PyObject *payload) {
 }
 
 static PyObject *decode_one(CoreChannel *self, PyObject *payload) {
+    if (self->native_decode && PyBytes_CheckExact(payload)) {
+        PyObject *obj = shmipc_msgpack_decode((const unsigned char *)PyBytes_AS_STRING(payload),
+                                              (size_t)PyBytes_GET_SIZE(payload));
+        if (obj != NULL || PyErr_Occurred()) return obj;
+    }
     if (self->unpack != NULL) {
         PyObject *obj = call_unpack(self, payload);
         if (obj != NULL || !fast_call_failed_plainly()) return obj;
@@ -833,6 +852,19 @@ static PyObject *recv_one(CoreChannel *self, int64_t timeout_ns, int decode) {
     size_t count;
     int rc = claim(self, &msg, 1, &count, timeout_ns);
     if (rc != SHMIPC_OK) return raise_code(self, rc, 0, timeout_ns);
+    if (decode && self->native_decode && msg.length <= NATIVE_STACK) {
+        /* copied out and committed before decoding (that may run Python code) */
+        unsigned char copy[NATIVE_STACK];
+        memcpy(copy, (const char *)shmipc_channel_data(self->ch) + msg.offset, msg.length);
+        shmipc_channel_recv_commit(self->ch);
+        PyObject *obj = shmipc_msgpack_decode(copy, msg.length);
+        if (obj != NULL || PyErr_Occurred()) return obj;
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)copy, (Py_ssize_t)msg.length);
+        if (payload == NULL) return NULL;
+        obj = decode_one(self, payload);
+        Py_DECREF(payload);
+        return obj;
+    }
     if (decode && self->record_codec != NULL && msg.length == (size_t)self->record_size) {
         /* copied out and committed before the value is built (that may run Python code) */
         unsigned char rec[RECORD_STACK];
@@ -980,7 +1012,8 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
     unsigned char *buf = (unsigned char *)PyBytes_AS_STRING(joined), *at = buf + 5;
     buf[0] = 0xdd; /* array32 of `count` elements */
     for (int k = 0; k < 4; k++) buf[1 + k] = (unsigned char)(count >> (24 - 8 * k));
-    int whole = self->unpack != NULL; /* every message exactly one object: one unpack */
+    /* every message exactly one object: one unpack (unless each is decoded natively) */
+    int whole = self->unpack != NULL && !self->native_decode;
     for (size_t i = 0; i < count; i++) {
         size_t len = msgs[i].length;
         if (len != 0) memcpy(at, data + msgs[i].offset, len);
@@ -988,6 +1021,28 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
         at += len;
     }
     shmipc_channel_recv_commit(self->ch);
+    if (self->native_decode) {
+        /* each message decoded where it lies in the copy; one the decoder gives up on goes to
+         * the codec (which decodes it or keeps its DecodeError in its place) */
+        int rc = 0;
+        at = buf + 5;
+        for (size_t i = 0; rc == 0 && i < count; i++) {
+            size_t len = msgs[i].length;
+            PyObject *obj = shmipc_msgpack_decode(at, len);
+            if (obj != NULL) {
+                rc = append_object(obj, out, failure);
+            } else if (PyErr_Occurred()) {
+                rc = -1;
+            } else {
+                PyObject *b = PyBytes_FromStringAndSize((const char *)at, (Py_ssize_t)len);
+                rc = b == NULL ? -1 : append_decoded(self, b, out, failure);
+                Py_XDECREF(b);
+            }
+            at += len;
+        }
+        Py_DECREF(joined);
+        return rc;
+    }
     if (whole) {
         PyObject *part = call_unpack(self, joined);
         if (part != NULL && PyList_CheckExact(part) && (size_t)PyList_GET_SIZE(part) == count) {
@@ -1278,6 +1333,8 @@ static PyMethodDef CoreChannel_methods[] = {
      "Private: judge a holder identity word as a waiter would (False: proven dead)."},
     {"_detach", (PyCFunction)CoreChannel_detach, METH_NOARGS,
      "Private: release the core handle and the mapping's buffer."},
+    {"_set_native_decode", (PyCFunction)CoreChannel_set_native_decode, METH_O,
+     "Private: decode with the binding's msgpack decoder first (default codec only)."},
     {"_set_codec", (PyCFunction)CoreChannel_set_codec, METH_VARARGS,
      "Private: the callables that encode objects to bytes and decode them back."},
     {NULL, NULL, 0, NULL},
@@ -1382,7 +1439,22 @@ static PyObject *core_judge_holder(PyObject *mod, PyObject *args) {
         "sC", verdict > 0 ? "alive" : verdict == 0 ? "dead" : "unknown", (int)state);
 }
 
+/* _native_unpackb(data) -> (True, obj) or (False, None): the binding's decoder alone. */
+static PyObject *core_native_unpackb(PyObject *module, PyObject *data) {
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *obj = shmipc_msgpack_decode((const unsigned char *)view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (obj == NULL && PyErr_Occurred()) return NULL;
+    if (obj == NULL) return Py_BuildValue("(OO)", Py_False, Py_None);
+    return Py_BuildValue("(ON)", Py_True, obj);
+}
+
 static PyMethodDef module_methods[] = {
+    {"_native_unpackb", core_native_unpackb, METH_O,
+     "Private, for tests: (True, obj) if the binding's msgpack decoder takes data, else "
+     "(False, None) (msgpack-python decides)."},
     {"judge_holder", core_judge_holder, METH_VARARGS,
      "judge_holder(header, word)\n--\n\nJudge a lock holder's identity word as a waiter would, "
      "changing nothing: ('alive' | 'dead' | 'unknown', /proc state letter or '?')."},

@@ -138,8 +138,11 @@ class Channel(_core.CoreChannel):
         self._data = mapping.buffer[HEADER_SIZE:HEADER_SIZE + info.capacity]
         self._closed = False
         self._view: Any = None  # a recv_view whose view an exporter still held at block end
-        self._set_codec(self._codec.encode, self._codec.decode,
-                        *(self._codec.fast_paths() or ()))
+        fast = self._codec.fast_paths()
+        self._set_codec(self._codec.encode, self._codec.decode, *(fast or ()))
+        # The binding's own msgpack decoder first; the codec's unpackb decides what it gives
+        # up on (ext types, invalid input), so both give the same objects and errors.
+        self._set_native_decode(fast is not None)
         self.spin = DEFAULT_SPIN
 
     # --- lifecycle -----------------------------------------------------------------------
