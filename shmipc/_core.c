@@ -46,9 +46,9 @@ typedef struct {
     PyObject *record_codec;
     const shmipc_records_api *records;
     Py_ssize_t record_size;
-    /* Decode with _msgpack.c first (the codec is the default msgpack one, whose unpack is
-     * the reference for what that decoder gives up on). */
-    int native_decode;
+    /* Encode and decode with _msgpack.c first (the codec is the default msgpack one, whose
+     * pack and unpack are the reference for what _msgpack.c gives up on). */
+    int native_msgpack;
     int calls;           /* calls in progress with the GIL released (close waits for none) */
     PyObject *weakrefs;
 } CoreChannel;
@@ -342,10 +342,10 @@ static int set_record_codec(CoreChannel *self, PyObject *record_codec) {
     return 0;
 }
 
-static PyObject *CoreChannel_set_native_decode(CoreChannel *self, PyObject *on) {
+static PyObject *CoreChannel_set_native_msgpack(CoreChannel *self, PyObject *on) {
     int t = PyObject_IsTrue(on);
     if (t < 0) return NULL;
-    self->native_decode = t;
+    self->native_msgpack = t;
     Py_RETURN_NONE;
 }
 
@@ -356,7 +356,7 @@ static PyObject *CoreChannel_set_codec(CoreChannel *self, PyObject *args) {
                           &record_codec))
         return NULL;
     if (set_record_codec(self, record_codec) < 0) return NULL;
-    self->native_decode = 0; /* for the default codec only: see _set_native_decode */
+    self->native_msgpack = 0; /* for the default codec only: see _set_native_msgpack */
     if (kwargs != Py_None && (!PyDict_Check(kwargs) || PyDict_GET_SIZE(kwargs) > 8)) {
         PyErr_SetString(PyExc_TypeError, "unpack_kwargs must be a dict of at most 8 keywords");
         return NULL;
@@ -401,7 +401,7 @@ static PyObject *call_unpack(CoreChannel *self, PyObject *payload) {
 }
 
 static PyObject *decode_one(CoreChannel *self, PyObject *payload) {
-    if (self->native_decode && PyBytes_CheckExact(payload)) {
+    if (self->native_msgpack && PyBytes_CheckExact(payload)) {
         PyObject *obj = shmipc_msgpack_decode((const unsigned char *)PyBytes_AS_STRING(payload),
                                               (size_t)PyBytes_GET_SIZE(payload));
         if (obj != NULL || PyErr_Occurred()) return obj;
@@ -622,6 +622,23 @@ static PyObject *CoreChannel_send_bytes_nowait(CoreChannel *self, PyObject *data
     return send_buffer(self, data, 0);
 }
 
+/* An object packed by _msgpack.c into a buffer on the stack, then sent. NULL without an
+ * exception if it gave up (the codec packs the object or raises). */
+static PyObject *send_native(CoreChannel *self, PyObject *obj, int64_t timeout_ns) {
+    shmipc_packbuf b;
+    shmipc_packbuf_init(&b);
+    int packed = shmipc_msgpack_pack(&b, obj);
+    PyObject *result = NULL;
+    if (packed == 1) {
+        int rc;
+        RUN_CORE(self, rc, timeout_ns,
+                 shmipc_channel_send(self->ch, b.buf, b.len, timeout_ns, flags));
+        result = rc == SHMIPC_OK ? Py_NewRef(Py_None) : raise_code(self, rc, b.len, timeout_ns);
+    }
+    shmipc_packbuf_free(&b);
+    return result;
+}
+
 /* A record: packed on the stack (the codec may call Python: no lock is held), then sent. */
 static PyObject *send_record(CoreChannel *self, PyObject *value, int64_t timeout_ns) {
     unsigned char rec[RECORD_STACK];
@@ -643,6 +660,10 @@ static PyObject *CoreChannel_send(CoreChannel *self, PyObject *const *args, Py_s
     if (parse_timeout(timeout, &ns) < 0) return NULL;
     if (self->ch == NULL) return closed_handle();
     if (self->record_codec != NULL) return send_record(self, obj, ns);
+    if (self->native_msgpack) {
+        PyObject *done = send_native(self, obj, ns);
+        if (done != NULL || PyErr_Occurred()) return done;
+    }
     PyObject *payload = encode_obj(self, obj);
     if (payload == NULL) return NULL;
     PyObject *result = send_buffer(self, payload, ns);
@@ -653,6 +674,10 @@ static PyObject *CoreChannel_send(CoreChannel *self, PyObject *const *args, Py_s
 static PyObject *CoreChannel_send_nowait(CoreChannel *self, PyObject *obj) {
     if (self->ch == NULL) return closed_handle();
     if (self->record_codec != NULL) return send_record(self, obj, 0);
+    if (self->native_msgpack) {
+        PyObject *done = send_native(self, obj, 0);
+        if (done != NULL || PyErr_Occurred()) return done;
+    }
     PyObject *payload = encode_obj(self, obj);
     if (payload == NULL) return NULL;
     PyObject *result = send_buffer(self, payload, 0);
@@ -727,9 +752,45 @@ done:
 /* send_many of objects in one msgpack call: pack the whole sequence as an array and send its
  * elements. Returns NULL without an error set when that does not apply (no fast pack, or the
  * pack failed: encoding one by one then names the object at fault). */
+/* Every object packed by _msgpack.c into one buffer, sent as one batch. NULL without an
+ * exception if it gave up on one of them (the caller packs them otherwise). */
+static PyObject *send_native_batch(CoreChannel *self, PyObject *seq, int64_t timeout_ns) {
+    size_t count = (size_t)PySequence_Fast_GET_SIZE(seq);
+    PyObject *const *items = PySequence_Fast_ITEMS(seq);
+    shmipc_packbuf b;
+    shmipc_packbuf_init(&b);
+    size_t *ends = PyMem_Malloc(count * sizeof *ends);
+    struct iovec *iov = PyMem_Malloc(count * sizeof *iov);
+    PyObject *result = NULL;
+    int packed = 1;
+    if (ends == NULL || iov == NULL) {
+        PyErr_NoMemory();
+        packed = -1;
+    }
+    for (size_t i = 0; packed == 1 && i < count; i++) {
+        packed = shmipc_msgpack_pack(&b, items[i]);
+        ends[i] = b.len;
+    }
+    if (packed == 1) {
+        for (size_t i = 0, start = 0; i < count; start = ends[i++]) {
+            iov[i].iov_base = b.buf + start;
+            iov[i].iov_len = ends[i] - start;
+        }
+        result = send_iov(self, iov, count, timeout_ns);
+    }
+    PyMem_Free(iov);
+    PyMem_Free(ends);
+    shmipc_packbuf_free(&b);
+    return result;
+}
+
 static PyObject *send_packed_array(CoreChannel *self, PyObject *seq, int64_t timeout_ns) {
     size_t count = (size_t)PySequence_Fast_GET_SIZE(seq);
     if (self->pack == NULL || count == 0) return NULL;
+    if (self->native_msgpack) {
+        PyObject *done = send_native_batch(self, seq, timeout_ns);
+        if (done != NULL || PyErr_Occurred()) return done;
+    }
     PyObject *packed = PyObject_CallOneArg(self->pack, seq);
     if (packed == NULL) {
         if (fast_call_failed_plainly()) PyErr_Clear();
@@ -852,7 +913,7 @@ static PyObject *recv_one(CoreChannel *self, int64_t timeout_ns, int decode) {
     size_t count;
     int rc = claim(self, &msg, 1, &count, timeout_ns);
     if (rc != SHMIPC_OK) return raise_code(self, rc, 0, timeout_ns);
-    if (decode && self->native_decode && msg.length <= NATIVE_STACK) {
+    if (decode && self->native_msgpack && msg.length <= NATIVE_STACK) {
         /* copied out and committed before decoding (that may run Python code) */
         unsigned char copy[NATIVE_STACK];
         memcpy(copy, (const char *)shmipc_channel_data(self->ch) + msg.offset, msg.length);
@@ -1013,7 +1074,7 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
     buf[0] = 0xdd; /* array32 of `count` elements */
     for (int k = 0; k < 4; k++) buf[1 + k] = (unsigned char)(count >> (24 - 8 * k));
     /* every message exactly one object: one unpack (unless each is decoded natively) */
-    int whole = self->unpack != NULL && !self->native_decode;
+    int whole = self->unpack != NULL && !self->native_msgpack;
     for (size_t i = 0; i < count; i++) {
         size_t len = msgs[i].length;
         if (len != 0) memcpy(at, data + msgs[i].offset, len);
@@ -1021,7 +1082,7 @@ static int take_claimed(CoreChannel *self, const shmipc_slice *msgs, size_t coun
         at += len;
     }
     shmipc_channel_recv_commit(self->ch);
-    if (self->native_decode) {
+    if (self->native_msgpack) {
         /* each message decoded where it lies in the copy; one the decoder gives up on goes to
          * the codec (which decodes it or keeps its DecodeError in its place) */
         int rc = 0;
@@ -1333,8 +1394,8 @@ static PyMethodDef CoreChannel_methods[] = {
      "Private: judge a holder identity word as a waiter would (False: proven dead)."},
     {"_detach", (PyCFunction)CoreChannel_detach, METH_NOARGS,
      "Private: release the core handle and the mapping's buffer."},
-    {"_set_native_decode", (PyCFunction)CoreChannel_set_native_decode, METH_O,
-     "Private: decode with the binding's msgpack decoder first (default codec only)."},
+    {"_set_native_msgpack", (PyCFunction)CoreChannel_set_native_msgpack, METH_O,
+     "Private: encode and decode with the binding's msgpack code first (default codec only)."},
     {"_set_codec", (PyCFunction)CoreChannel_set_codec, METH_VARARGS,
      "Private: the callables that encode objects to bytes and decode them back."},
     {NULL, NULL, 0, NULL},
@@ -1451,7 +1512,24 @@ static PyObject *core_native_unpackb(PyObject *module, PyObject *data) {
     return Py_BuildValue("(ON)", Py_True, obj);
 }
 
+/* _native_packb(obj) -> (True, bytes) or (False, None): the binding's packer alone. */
+static PyObject *core_native_packb(PyObject *module, PyObject *obj) {
+    (void)module;
+    shmipc_packbuf b;
+    shmipc_packbuf_init(&b);
+    int packed = shmipc_msgpack_pack(&b, obj);
+    PyObject *result = packed < 0 ? NULL
+                       : packed == 0 ? Py_BuildValue("(OO)", Py_False, Py_None)
+                                     : Py_BuildValue("(Oy#)", Py_True, (const char *)b.buf,
+                                                     (Py_ssize_t)b.len);
+    shmipc_packbuf_free(&b);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_native_packb", core_native_packb, METH_O,
+     "Private, for tests: (True, bytes) if the binding's msgpack packer takes obj, else "
+     "(False, None) (msgpack-python decides)."},
     {"_native_unpackb", core_native_unpackb, METH_O,
      "Private, for tests: (True, obj) if the binding's msgpack decoder takes data, else "
      "(False, None) (msgpack-python decides)."},

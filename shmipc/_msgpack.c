@@ -210,3 +210,166 @@ PyObject *shmipc_msgpack_decode(const unsigned char *p, size_t n) {
     }
     return obj;
 }
+
+/* --- packing ---------------------------------------------------------------------------
+ * The same bytes msgpack.Packer(use_bin_type=True) writes, for exact dicts, lists, tuples,
+ * str, bytes, ints (that fit 64 bits), floats, bools and None; anything else (subclasses,
+ * datetimes, records, ext types, memoryview, huge ints, unencodable str, deep nesting) makes
+ * the packer give up, and msgpack-python packs it or raises its error. */
+
+int shmipc_packbuf_reserve(shmipc_packbuf *b, size_t more) {
+    if (b->cap - b->len >= more) return 0;
+    size_t cap = b->cap * 2;
+    while (cap - b->len < more) cap *= 2;
+    unsigned char *grown;
+    if (b->buf == b->stack) {
+        grown = PyMem_Malloc(cap);
+        if (grown != NULL) memcpy(grown, b->buf, b->len);
+    } else {
+        grown = PyMem_Realloc(b->buf, cap);
+    }
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->buf = grown;
+    b->cap = cap;
+    return 0;
+}
+
+void shmipc_packbuf_init(shmipc_packbuf *b) {
+    b->buf = b->stack;
+    b->len = 0;
+    b->cap = sizeof b->stack;
+}
+
+void shmipc_packbuf_free(shmipc_packbuf *b) {
+    if (b->buf != b->stack) PyMem_Free(b->buf);
+    shmipc_packbuf_init(b);
+}
+
+static int put(shmipc_packbuf *b, const void *p, size_t n) {
+    if (shmipc_packbuf_reserve(b, n) < 0) return -1;
+    memcpy(b->buf + b->len, p, n);
+    b->len += n;
+    return 1;
+}
+
+/* type byte c followed by v in w big-endian bytes */
+static int put_be(shmipc_packbuf *b, unsigned char c, uint64_t v, int w) {
+    unsigned char h[9];
+    h[0] = c;
+    for (int i = 0; i < w; i++) h[1 + i] = (unsigned char)(v >> (8 * (w - 1 - i)));
+    return put(b, h, (size_t)(1 + w));
+}
+
+/* a str/bin/array/map header: the fix form (fix_base | n) when n < fix_limit, else the
+ * smallest of the 8 (if any), 16 and 32-bit forms */
+static int put_header(shmipc_packbuf *b, size_t n, int fix_base, size_t fix_limit, int c8,
+                      int c16, int c32) {
+    if (n < fix_limit) {
+        unsigned char c = (unsigned char)(fix_base | n);
+        return put(b, &c, 1);
+    }
+    if (c8 >= 0 && n <= 0xff) return put_be(b, (unsigned char)c8, n, 1);
+    if (n <= 0xffff) return put_be(b, (unsigned char)c16, n, 2);
+    if (n <= 0xffffffffu) return put_be(b, (unsigned char)c32, n, 4);
+    return 0; /* too large for msgpack: the reference raises */
+}
+
+static int pack_int(shmipc_packbuf *b, PyObject *o) {
+    int overflow = 0;
+    long long d = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (d == -1 && PyErr_Occurred()) return -1;
+    if (overflow > 0) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(o);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0; /* above 2**64 - 1: the reference raises */
+        }
+        return put_be(b, 0xcf, u, 8);
+    }
+    if (overflow < 0) return 0;
+    if (d < -(1LL << 5)) {
+        if (d < -(1LL << 15)) {
+            if (d < -(1LL << 31)) return put_be(b, 0xd3, (uint64_t)d, 8);
+            return put_be(b, 0xd2, (uint64_t)d, 4);
+        }
+        if (d < -(1LL << 7)) return put_be(b, 0xd1, (uint64_t)d, 2);
+        return put_be(b, 0xd0, (uint64_t)d, 1);
+    }
+    if (d < (1LL << 7)) {
+        unsigned char c = (unsigned char)d;
+        return put(b, &c, 1);
+    }
+    if (d < (1LL << 16)) return d < (1LL << 8) ? put_be(b, 0xcc, (uint64_t)d, 1)
+                                               : put_be(b, 0xcd, (uint64_t)d, 2);
+    if (d < (1LL << 32)) return put_be(b, 0xce, (uint64_t)d, 4);
+    return put_be(b, 0xcf, (uint64_t)d, 8);
+}
+
+static int pack_any(shmipc_packbuf *b, PyObject *o, int depth);
+
+static int pack_items(shmipc_packbuf *b, PyObject *const *items, Py_ssize_t n, int depth) {
+    int rc = put_header(b, (size_t)n, 0x90, 16, -1, 0xdc, 0xdd);
+    for (Py_ssize_t i = 0; rc == 1 && i < n; i++) rc = pack_any(b, items[i], depth + 1);
+    return rc;
+}
+
+static int pack_any(shmipc_packbuf *b, PyObject *o, int depth) {
+    if (depth > MAX_DEPTH) return 0;
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(o, &n);
+        if (s == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
+            PyErr_Clear();
+            return 0; /* lone surrogates: the reference raises */
+        }
+        int rc = put_header(b, (size_t)n, 0xa0, 32, 0xd9, 0xda, 0xdb);
+        return rc == 1 ? put(b, s, (size_t)n) : rc;
+    }
+    if (t == &PyLong_Type) return pack_int(b, o);
+    if (t == &PyDict_Type) {
+        Py_ssize_t pos = 0, n = PyDict_GET_SIZE(o);
+        PyObject *k, *v;
+        int rc = put_header(b, (size_t)n, 0x80, 16, -1, 0xde, 0xdf);
+        while (rc == 1 && PyDict_Next(o, &pos, &k, &v)) {
+            Py_INCREF(k); /* PyDict_Next lends them; packing a value cannot free them, but */
+            Py_INCREF(v); /* a str's UTF-8 cache is filled on the way: keep them alive */
+            rc = pack_any(b, k, depth + 1);
+            if (rc == 1) rc = pack_any(b, v, depth + 1);
+            Py_DECREF(k);
+            Py_DECREF(v);
+        }
+        if (rc == 1 && PyDict_GET_SIZE(o) != n) return 0; /* changed while packed */
+        return rc;
+    }
+    if (t == &PyFloat_Type) {
+        double d = PyFloat_AS_DOUBLE(o);
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        return put_be(b, 0xcb, bits, 8);
+    }
+    if (o == Py_None) return put(b, "\xc0", 1);
+    if (o == Py_True) return put(b, "\xc3", 1);
+    if (o == Py_False) return put(b, "\xc2", 1);
+    if (t == &PyList_Type) return pack_items(b, PySequence_Fast_ITEMS(o), PyList_GET_SIZE(o),
+                                             depth);
+    if (t == &PyTuple_Type) return pack_items(b, PySequence_Fast_ITEMS(o), PyTuple_GET_SIZE(o),
+                                              depth);
+    if (t == &PyBytes_Type) {
+        size_t n = (size_t)PyBytes_GET_SIZE(o);
+        int rc = put_header(b, n, 0, 0, 0xc4, 0xc5, 0xc6);
+        return rc == 1 ? put(b, PyBytes_AS_STRING(o), n) : rc;
+    }
+    return 0;
+}
+
+int shmipc_msgpack_pack(shmipc_packbuf *b, PyObject *obj) {
+    size_t start = b->len;
+    int rc = pack_any(b, obj, 0);
+    if (rc != 1) b->len = start; /* nothing of a given-up object stays */
+    return rc;
+}

@@ -13,4 +13,20 @@
  * returns the value or raises the error); or NULL with an exception (MemoryError). */
 PyObject *shmipc_msgpack_decode(const unsigned char *p, size_t n);
 
+/* A growing buffer for packing: starts in its own stack area, moves to the heap if needed. */
+typedef struct {
+    unsigned char *buf;
+    size_t len, cap;
+    unsigned char stack[1024];
+} shmipc_packbuf;
+
+void shmipc_packbuf_init(shmipc_packbuf *b);
+void shmipc_packbuf_free(shmipc_packbuf *b);
+int shmipc_packbuf_reserve(shmipc_packbuf *b, size_t more);
+
+/* Append obj packed as msgpack.Packer(use_bin_type=True) packs it. 1 packed; 0 given up (no
+ * exception, nothing appended: msgpack-python must pack it or raise); -1 an exception
+ * (MemoryError). */
+int shmipc_msgpack_pack(shmipc_packbuf *b, PyObject *obj);
+
 #endif

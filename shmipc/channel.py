@@ -140,9 +140,10 @@ class Channel(_core.CoreChannel):
         self._view: Any = None  # a recv_view whose view an exporter still held at block end
         fast = self._codec.fast_paths()
         self._set_codec(self._codec.encode, self._codec.decode, *(fast or ()))
-        # The binding's own msgpack decoder first; the codec's unpackb decides what it gives
-        # up on (ext types, invalid input), so both give the same objects and errors.
-        self._set_native_decode(fast is not None)
+        # The binding's own msgpack code first; the codec's pack and unpackb take what it gives
+        # up on (ext types, subclasses, invalid input), so both give the same bytes, objects
+        # and errors.
+        self._set_native_msgpack(fast is not None)
         self.spin = DEFAULT_SPIN
 
     # --- lifecycle -----------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The binding's msgpack decoder (shmipc/_msgpack.c) against msgpack-python, its reference.
+"""The binding's msgpack code (shmipc/_msgpack.c) against msgpack-python, its reference.
 
 Whatever the binding's decoder takes, it must decode exactly as ``msgpack.unpackb(raw=False,
-strict_map_key=True, use_list=True)`` does (the same values of the same types); whatever it
-gives up on (ext types, invalid or unusual input) is left to msgpack-python, which decodes or
-raises as it always did. Random objects, random bytes and mutated payloads, plus the channel
-paths that use it (recv, recv_many, ext types and errors through a channel).
+strict_map_key=True, use_list=True)`` does (the same values of the same types); whatever its
+packer takes, it must pack to the very bytes ``msgpack.packb(use_bin_type=True)`` writes.
+What either gives up on (ext types, subclasses, invalid or unusual input) is left to
+msgpack-python, which decodes, packs or raises as it always did. Random objects, random bytes
+and mutated payloads, plus the channel paths that use them (send, send_many, recv, recv_many,
+ext types and errors through a channel).
 """
 
 from __future__ import annotations
@@ -59,6 +61,33 @@ def test_every_object_msgpack_writes_is_decoded_as_msgpack_decodes_it(obj, singl
     taken, value = _core._native_unpackb(data)
     assert taken, data
     assert same(value, reference(data))
+
+
+@settings(max_examples=400, deadline=None)
+@given(objects)
+def test_every_plain_object_is_packed_to_the_bytes_msgpack_writes(obj):
+    taken, data = _core._native_packb(obj)
+    assert taken
+    assert data == msgpack.packb(obj, use_bin_type=True)
+
+
+class Tagged(dict):
+    """A dict subclass: left to msgpack (which packs it as a map)."""
+
+
+@pytest.mark.parametrize("obj", [2**64, -(2**63) - 1, "\ud800", bytearray(b"x"), memoryview(b"x"),
+                                 1 + 2j, Tagged(a=1), [Tagged()], {"k": {1, 2}}, [object()],
+                                 dt.datetime(2026, 1, 1, tzinfo=dt.UTC)])
+def test_what_the_native_packer_leaves_to_msgpack(obj):
+    assert _core._native_packb(obj) == (False, None)
+
+
+def test_nesting_deeper_than_the_packer_goes_is_left_to_msgpack():
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    assert _core._native_packb(deep) == (False, None)
+    assert msgpack.unpackb(msgpack.packb(deep)) == deep  # the reference packs it
 
 
 @settings(max_examples=400, deadline=None)
@@ -132,6 +161,16 @@ def test_channel_paths_decode_natively_and_fall_back_for_the_rest(tmp_path):
             assert [ch.recv(timeout=1) for _ in objs] == objs
             ch.send_many(objs)
             assert ch.recv_many(len(objs), timeout=1) == objs
+            plain = [{"n": i, "s": "x" * i} for i in range(300)]  # outgrows the stack buffer
+            ch.send_many(plain)
+            assert ch.recv_many(1000, timeout=1) == plain
+            ch.send(Tagged(a=1))  # a subclass: msgpack packs it, as a map
+            assert ch.recv(timeout=1) == {"a": 1}
+            with pytest.raises(shmipc.EncodeError):
+                ch.send({"k": {1, 2}})  # msgpack's error, nothing sent
+            with pytest.raises(shmipc.EncodeError):
+                ch.send_many([{"ok": 1}, {"k": {1, 2}}])
+            assert ch.statistics().messages == 0
             ch.send_bytes(b"\xa2\xff\xfe")  # invalid UTF-8: the codec's DecodeError
             ch.send({"after": 1})
             with pytest.raises(shmipc.DecodeError) as info:
