@@ -263,11 +263,6 @@ def bridged(server: NatsServer, n: int, size: int, workdir: Path) -> dict[str, f
         for ch in chans:
             ch.unlink()
             ch.close()
-        for p in (a, b):
-            try:
-                os.unlink(str(p) + ".outbox")
-            except FileNotFoundError:
-                pass
 
 
 def main() -> int:
@@ -287,9 +282,9 @@ def main() -> int:
     print(f"# {os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start"
           " (a shared machine: compare rows of one run only)")
     results = {}
-    # Channels and outboxes in tmpfs when there is one (as channels for speed are): on a disk
-    # filesystem the kernel's writeback of dirty pages throttles every writer at high byte
-    # rates, the bridge's outbox included. The server's store stays on disk, as in production.
+    # Channels in tmpfs when there is one (as channels for speed are): on a disk filesystem
+    # the kernel's writeback of dirty pages throttles every writer at high byte rates. The
+    # server's store stays on disk, as in production.
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(prefix="shmipc-bridge-bench-") as tmp, \
             tempfile.TemporaryDirectory(prefix="shmipc-bridge-bench-", dir=shm) as chans, \

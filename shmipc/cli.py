@@ -914,9 +914,8 @@ sharing this /dev/shm) are not visible: do not run cleanup there."""
 
 
 _BRIDGE_HELP = """\
-out: every message of the channel is published to SUBJECT on NATS JetStream (a message
-leaves the channel once it is in the outbox file, and the outbox once JetStream acknowledged
-it). in: a durable consumer of SUBJECT feeds the channel; a message is acknowledged only after
+out: every message of the channel is published to SUBJECT on NATS JetStream, straight from
+the ring, in batches (a batch leaves the channel once JetStream acknowledged all of it). in: a durable consumer of SUBJECT feeds the channel; a message is acknowledged only after
 the channel committed it with its stream sequence. Kill either bridge at any moment and start
 it again: nothing is lost or doubled (docs/bridge.md says exactly what is guaranteed).
 Needs the nats extra: pip install 'shmipc[nats]'. Ctrl-C stops cleanly (exit status 130)."""
@@ -1029,10 +1028,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capacity if the channel has to be created")
     p.add_argument("--count", "-n", type=_positive_int, metavar="N",
                    help="stop after N messages forwarded")
-    p.add_argument("--outbox", metavar="FILE",
-                   help="out: the outbox file (default PATH.outbox); keep it across restarts")
     p.add_argument("--max-inflight", type=_positive_int, default=1024, metavar="N",
-                   help="out: publications in flight at once (default 1024)")
+                   help="out: messages claimed and in flight at once, one batch committed "
+                        "when JetStream acknowledged all of it (default 1024)")
     p.add_argument("--durable", metavar="NAME",
                    help="in: the durable consumer (default: named after this host, PATH and "
                         "SUBJECT)")
