@@ -144,6 +144,12 @@ int shmipc_channel_send_sequenced(shmipc_channel *ch, const void *data, size_t l
 int shmipc_channel_applied_sequence(shmipc_channel *ch, uint64_t *sequence,
                                     int64_t timeout_ns);
 
+/* The applied sequence of the channel whose header the caller mapped at `header` (4096 bytes;
+ * read-only will do), read without any lock: a value it held at some instant of the call. For
+ * tools that must change nothing (shmipc inspect); a sequenced producer uses
+ * shmipc_channel_applied_sequence. */
+uint64_t shmipc_header_applied_sequence(const void *header);
+
 /* Zero-copy send: reserve room for a message of up to `len` bytes and return its offset in
  * the data area in *offset. The producer lock stays held until shmipc_channel_send_commit
  * (which makes the first `used` bytes, used <= len, one message) or

@@ -1372,7 +1372,24 @@ static PyObject *core_judge_holder(PyObject *mod, PyObject *args) {
         "sC", verdict > 0 ? "alive" : verdict == 0 ? "dead" : "unknown", (int)state);
 }
 
+static PyObject *core_applied_sequence(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    Py_buffer header;
+    if (PyObject_GetBuffer(arg, &header, PyBUF_SIMPLE) < 0) return NULL;
+    if (header.len < SHMIPC_HEADER_SIZE || ((uintptr_t)header.buf & 7) != 0) {
+        PyBuffer_Release(&header);
+        PyErr_SetString(PyExc_ValueError, "a channel header is 4096 bytes, 8-byte aligned");
+        return NULL;
+    }
+    uint64_t sequence = shmipc_header_applied_sequence(header.buf);
+    PyBuffer_Release(&header);
+    return PyLong_FromUnsignedLongLong(sequence);
+}
+
 static PyMethodDef module_methods[] = {
+    {"applied_sequence", core_applied_sequence, METH_O,
+     "applied_sequence(header)\n--\n\nThe applied sequence of send_sequenced read from a "
+     "mapped channel header (read-only will do) without any lock, changing nothing."},
     {"judge_holder", core_judge_holder, METH_VARARGS,
      "judge_holder(header, word)\n--\n\nJudge a lock holder's identity word as a waiter would, "
      "changing nothing: ('alive' | 'dead' | 'unknown', /proc state letter or '?')."},

@@ -380,6 +380,20 @@ int shmipc_channel_applied_sequence(shmipc_channel *ch, uint64_t *sequence,
     return SHMIPC_OK;
 }
 
+uint64_t shmipc_header_applied_sequence(const void *header) {
+    /* Loads only (the mapping may be read-only), in the reverse order of send_sequenced's
+     * stores (previous, end, last, then the commit of write_position), each acquire pairing
+     * with the release store of the same field: a `last` seen new implies `end` and
+     * `previous` seen new, and an `end` seen new implies `previous` seen new. So every
+     * combination answers a value the applied sequence held at some instant of the call. */
+    struct shmipc_header *h = (struct shmipc_header *)(uintptr_t)header;
+    uint64_t w = atomic_load_explicit(&h->write_position, memory_order_acquire);
+    uint64_t last = atomic_load_explicit(&h->sequence_last, memory_order_acquire);
+    uint64_t end = atomic_load_explicit(&h->sequence_end, memory_order_acquire);
+    uint64_t previous = atomic_load_explicit(&h->sequence_previous, memory_order_acquire);
+    return (int64_t)(w - end) >= 0 ? last : previous;
+}
+
 int shmipc_channel_send_claim(shmipc_channel *ch, size_t len, size_t *offset,
                               int64_t timeout_ns, int flags) {
     refresh_after_fork(ch);

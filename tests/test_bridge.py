@@ -139,7 +139,7 @@ def test_a_batch_stored_but_not_committed_is_published_once(
         nc = await nats.connect(server.url)
         js = nc.jetstream()
         await js.add_stream(name=default_stream_name(subj), subjects=[subj])
-        for position, view in zip(claim.positions, views):
+        for position, view in zip(claim.positions, views, strict=True):
             await js.publish(subj, bytes(view), headers={"Nats-Msg-Id": prefix + str(position)})
         await nc.close()
 

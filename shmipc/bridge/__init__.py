@@ -16,8 +16,9 @@ guaranteed and what is not.
 or ``shmipc bridge out /tmp/a.shmipc orders`` and ``shmipc bridge in /tmp/b.shmipc orders``.
 
 Layers: ``local`` (the channel ends, behind two small interfaces a topic can implement too),
-``_out`` and ``_in`` (the two loops, asyncio over nats-py), ``_run`` (signals, statistics, progress; the CLI), ``server`` (local nats-server
-processes for tests and examples). Only shmipc's public API and nats-py are used.
+``_out`` and ``_in`` (the two loops, asyncio over nats-py), ``_run`` (signals, statistics,
+progress; the CLI), ``server`` (local nats-server processes for tests and examples). Only
+shmipc's public API and nats-py are used.
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ class ChannelClaim:
             self.closed = True
             return []
         self._entered = True
-        return list(zip(self._claim.positions, views))
+        return list(zip(self._claim.positions, views, strict=True))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
