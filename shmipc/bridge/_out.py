@@ -42,6 +42,7 @@ log = logging.getLogger("shmipc.bridge")
 
 MSG_ID = "Nats-Msg-Id"
 STOP_GRACE = 5.0  # seconds a stopping bridge still waits for the acknowledgements of a batch
+FLUSH_BYTES = 256 << 10  # payload bytes published between two chances for nats-py to send
 
 
 @dataclass
@@ -196,8 +197,13 @@ class OutBridge:
         self._batch = [_Flight(view, prefix + str(key)) for key, view in batch]
         self._unacked = len(self._batch)
         try:
+            unflushed = 0
             for flight in self._batch:
                 await self._publish(flight)
+                unflushed += len(flight.payload)
+                if unflushed >= FLUSH_BYTES:  # let nats-py's flusher send what is pending
+                    unflushed = 0
+                    await asyncio.sleep(0)
             self._sent_at = time.monotonic()
             await self._await_acks()
         finally:
