@@ -2,12 +2,15 @@
 
     python benchmarks/bridge.py            # or: make bridge-bench
     python benchmarks/bridge.py --quick    # smaller counts, one repetition
+    python benchmarks/run.py --workloads bridge   # the same rows in the main table (make bench)
 
 Two end-to-end paths through one local ``nats-server -js`` (file storage, one node):
 
 * **direct**: a nats-py publisher (``publish_async``, 1024 in flight, a ``Nats-Msg-Id`` on each
-  message as the bridge sets) -> stream -> a nats-py pull consumer (batches of 256, one
-  AckAll acknowledgement per batch, as the in-bridge does);
+  message as the bridge sets, and a chance for nats-py to send every 256 KiB as the out-bridge
+  gives it: left to buffer up to its 2 MiB, nats-py joins each flush into a fresh buffer and
+  64 KiB messages cost it nearly twice the CPU) -> stream -> a nats-py pull consumer (batches
+  of 256, one AckAll acknowledgement per batch, as the in-bridge does);
 * **bridged**: a producer ``send_bytes`` into channel A -> ``shmipc bridge out`` -> stream ->
   ``shmipc bridge in`` -> channel B -> a consumer ``recv_many_bytes``.
 
@@ -19,6 +22,9 @@ bridged CPU / direct CPU - 1: on a loaded 2-CPU machine CPU time is the fairer m
 the processes compete for the same cores. Medians over the repetitions. The shmipc processes
 run with ``SHMIPC_SPIN=0`` (no polling before sleeping: at full throughput a spin buys nothing
 and its CPU time is waiting, not work).
+
+``benchmarks/run.py`` imports :func:`measure`, :func:`table` and :func:`bars` (its ``bridge``
+workload, run when nats-py and nats-server are installed).
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shmipc.bridge.server import NatsServer  # noqa: E402
+BAR = 0.20  # the bridge may add this much to the CPU time of publishing through NATS directly
 
 PUBLISHER = r"""
 import asyncio, collections, sys, nats
@@ -49,9 +57,14 @@ async def main():
     print("ready", flush=True)
     sys.stdin.readline()
     window = collections.deque()
+    unflushed = 0
     for i in range(n):
         window.append(await js.publish_async(subject, payload,
                                              headers={"Nats-Msg-Id": "bench:%d" % i}))
+        unflushed += len(payload)
+        if unflushed >= 256 << 10:  # as the out-bridge does: nats-py sends every 256 KiB
+            unflushed = 0
+            await asyncio.sleep(0)
         if len(window) >= 1024:
             await window.popleft()
     for f in window:
@@ -133,8 +146,9 @@ class Child:
 
     def __init__(self, args: list[str], *, stdout: int | None = subprocess.PIPE,
                  stdin: int | None = None) -> None:
+        env = {**os.environ, "SHMIPC_SPIN": "0"}  # see the module docstring
         self.popen = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                      cwd=ROOT, stdin=stdin)
+                                      cwd=ROOT, stdin=stdin, env=env)
         self.cpu = 0.0
         self.start_cpu = 0.0
 
@@ -191,7 +205,7 @@ def _make_stream(url: str, stream: str, subject: str) -> None:
                     "asyncio.run(m())", url, stream, subject], check=True, capture_output=True)
 
 
-def direct(server: NatsServer, n: int, size: int) -> dict[str, float]:
+def direct(server: Any, n: int, size: int) -> dict[str, float]:
     subject = f"bench.{uuid.uuid4().hex[:8]}"
     stream = "B" + uuid.uuid4().hex[:8]
     _make_stream(server.url, stream, subject)
@@ -217,7 +231,7 @@ def direct(server: NatsServer, n: int, size: int) -> dict[str, float]:
             "consumer_us": 1e6 * consumer.cpu / n}
 
 
-def bridged(server: NatsServer, n: int, size: int, workdir: Path) -> dict[str, float]:
+def bridged(server: Any, n: int, size: int, workdir: Path) -> dict[str, float]:
     import shmipc
 
     subject = f"bench.{uuid.uuid4().hex[:8]}"
@@ -263,11 +277,94 @@ def bridged(server: NatsServer, n: int, size: int, workdir: Path) -> dict[str, f
         for ch in chans:
             ch.unlink()
             ch.close()
-        for p in (a, b):
-            try:
-                os.unlink(str(p) + ".outbox")
-            except FileNotFoundError:
-                pass
+
+
+def unavailable() -> str | None:
+    """Why the bridge cannot be measured here (nats-py or nats-server missing), or None."""
+    try:
+        import nats  # noqa: F401
+
+        from shmipc.bridge.server import find_nats_server
+        find_nats_server()
+    except Exception as exc:  # ImportError, ServerError
+        return f"{type(exc).__name__}: {exc} (pip install -e '.[nats]')"
+    return None
+
+
+def workloads(quick: bool = False, smoke: bool = False) -> list[tuple[str, int, int]]:
+    """(name, payload size (0: the small object), messages) of each row."""
+    if smoke:
+        return [("small object", 0, 300), ("64 KiB", 64 << 10, 20)]
+    return [("small object", 0, 5_000 if quick else 50_000),
+            ("64 KiB", 64 << 10, 300 if quick else 2_000)]
+
+
+def measure(rows: list[tuple[str, int, int]], repeat: int,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure every row ``repeat`` times, direct and bridged interleaved; medians per row:
+    ``{name: {"messages", "direct", "bridged", "overhead": {"cpu", "rate"}}}``."""
+    from shmipc.bridge.server import NatsServer
+
+    results: dict[str, Any] = {}
+    # Channels in tmpfs when there is one (as channels for speed are): on a disk filesystem
+    # the kernel's writeback of dirty pages throttles every writer at high byte rates. The
+    # server's store stays on disk, as in production.
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(prefix="shmipc-bridge-bench-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="shmipc-bridge-bench-", dir=shm) as chans, \
+            NatsServer.start(Path(tmp) / "nats") as server:
+        for name, size, n in rows:
+            runs: dict[str, list[dict[str, float]]] = {"direct": [], "bridged": []}
+            for _ in range(repeat):  # interleaved
+                runs["direct"].append(direct(server, n, size))
+                runs["bridged"].append(bridged(server, n, size, Path(chans)))
+            row: dict[str, Any] = {k: {m: statistics.median(r[m] for r in v) for m in v[0]}
+                                   for k, v in runs.items()}
+            row["overhead"] = {"cpu": row["bridged"]["cpu_us"] / row["direct"]["cpu_us"] - 1,
+                               "rate": row["direct"]["rate"] / row["bridged"]["rate"] - 1}
+            results[name] = {"messages": n, **row}
+            d, b = row["direct"], row["bridged"]
+            log(f"{name:>12} x {n}: direct {d['rate']:9,.0f} msg/s {d['cpu_us']:7.1f} "
+                f"CPU us/msg | bridged {b['rate']:9,.0f} msg/s {b['cpu_us']:7.1f} CPU "
+                f"us/msg (bridges {b['bridges_us']:.1f}) | bridge adds "
+                f"{100 * row['overhead']['cpu']:+.0f}% CPU, "
+                f"{100 * row['overhead']['rate']:+.0f}% time")
+            log("             CPU us/msg: direct " + ", ".join(
+                f"{k[:-3]} {v:.1f}" for k, v in d.items() if k.endswith("_us")
+                and k != "cpu_us") + " | bridged " + ", ".join(
+                f"{k[:-3]} {v:.1f}" for k, v in b.items() if k.endswith("_us")
+                and k not in ("cpu_us", "bridges_us")))
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """The rows as a markdown table (end to end through one local nats-server)."""
+    lines = ["| bridged through NATS JetStream | direct nats-py msg/s | bridged msg/s | direct "
+             "CPU µs/msg | bridged CPU µs/msg (bridges) | the bridge adds |",
+             "| --- | --: | --: | --: | --: | --: |"]
+    for name, r in results.items():
+        d, b, o = r["direct"], r["bridged"], r["overhead"]
+        lines.append(f"| {name} x {r['messages']:,} | {d['rate']:,.0f} | {b['rate']:,.0f} | "
+                     f"{d['cpu_us']:.1f} | {b['cpu_us']:.1f} ({b['bridges_us']:.1f}) | "
+                     f"{100 * o['cpu']:+.0f} % CPU, {100 * o['rate']:+.0f} % time |")
+    return "\n".join(lines)
+
+
+def bar_text(name: str) -> str:
+    """The text of the bar of one row."""
+    return f"bridge adds ≤ {100 * BAR:.0f}% CPU to NATS's own cost, end to end ({name})"
+
+
+def bars(results: dict[str, Any]) -> list[dict[str, str]]:
+    """One bar per row: the bridged path's CPU time per message (every process, the server's
+    included) at most ``BAR`` above nats-py publishing and consuming the same payloads."""
+    out = []
+    for name, r in results.items():
+        cpu = r["overhead"]["cpu"]
+        out.append({"bar": bar_text(name), "verdict": "met" if cpu <= BAR else "NOT MET",
+                    "detail": f"bridged {r['bridged']['cpu_us']:.1f} CPU µs/msg against direct "
+                              f"{r['direct']['cpu_us']:.1f}: {100 * cpu:+.0f} %"})
+    return out
 
 
 def main() -> int:
@@ -279,42 +376,11 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     args = parser.parse_args()
     repeat = 1 if args.quick or args.smoke else args.repeat
-    workloads = [("small object", 0, 5_000 if args.quick else 50_000),
-                 ("64 KiB", 64 << 10, 300 if args.quick else 2_000)]
-    if args.smoke:
-        workloads = [("small object", 0, 300), ("64 KiB", 64 << 10, 20)]
     load = os.getloadavg()
     print(f"# {os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start"
           " (a shared machine: compare rows of one run only)")
-    results = {}
-    # Channels and outboxes in tmpfs when there is one (as channels for speed are): on a disk
-    # filesystem the kernel's writeback of dirty pages throttles every writer at high byte
-    # rates, the bridge's outbox included. The server's store stays on disk, as in production.
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    with tempfile.TemporaryDirectory(prefix="shmipc-bridge-bench-") as tmp, \
-            tempfile.TemporaryDirectory(prefix="shmipc-bridge-bench-", dir=shm) as chans, \
-            NatsServer.start(Path(tmp) / "nats") as server:
-        for name, size, n in workloads:
-            runs: dict[str, list[dict[str, float]]] = {"direct": [], "bridged": []}
-            for _ in range(repeat):  # interleaved
-                runs["direct"].append(direct(server, n, size))
-                runs["bridged"].append(bridged(server, n, size, Path(chans)))
-            row = {k: {m: statistics.median(r[m] for r in v) for m in v[0]}
-                   for k, v in runs.items()}
-            row["overhead"] = {"cpu": row["bridged"]["cpu_us"] / row["direct"]["cpu_us"] - 1,
-                               "rate": row["direct"]["rate"] / row["bridged"]["rate"] - 1}
-            results[name] = {"messages": n, **row}
-            d, b = row["direct"], row["bridged"]
-            print(f"{name:>12} x {n}: direct {d['rate']:9,.0f} msg/s {d['cpu_us']:7.1f} "
-                  f"CPU us/msg | bridged {b['rate']:9,.0f} msg/s {b['cpu_us']:7.1f} CPU "
-                  f"us/msg (bridges {b['bridges_us']:.1f}) | bridge adds "
-                  f"{100 * row['overhead']['cpu']:+.0f}% CPU, "
-                  f"{100 * row['overhead']['rate']:+.0f}% time", flush=True)
-            print("             CPU us/msg: direct " + ", ".join(
-                      f"{k[:-3]} {v:.1f}" for k, v in d.items() if k.endswith("_us")
-                      and k != "cpu_us") + " | bridged " + ", ".join(
-                      f"{k[:-3]} {v:.1f}" for k, v in b.items() if k.endswith("_us")
-                      and k not in ("cpu_us", "bridges_us")), flush=True)
+    results = measure(workloads(args.quick, args.smoke), repeat,
+                      log=lambda line: print(line, flush=True))
     load = os.getloadavg()
     print(f"# load {load[0]:.2f} at the end")
     if args.json:
@@ -323,5 +389,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.environ["SHMIPC_SPIN"] = "0"  # inherited by every process started here
     sys.exit(main())

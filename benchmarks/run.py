@@ -22,7 +22,10 @@ What is measured (every figure for every system, in the same run):
   ``put_many``/``get_many``, every other system one msgpack array per batch);
 * 1, 2 and 4 producers into one consumer;
 * an idle receiver: the CPU it uses while blocked 2 s on an empty channel;
-* the one-process floor: pack, copy in, copy out, unpack, in one process, no IPC.
+* the one-process floor: pack, copy in, copy out, unpack, in one process, no IPC;
+* bridge: a channel bridged through NATS JetStream end to end against nats-py publishing the
+  same payloads directly (``benchmarks/bridge.py``; small objects and 64 KiB; full runs, or
+  ``--workloads bridge``; n/a without nats-py and nats-server).
 
 Every measurement forks a fresh consumer and fresh producer(s), consumer pinned to the first
 CPU and producers to the second (``os.sched_setaffinity``). Producers build their endpoint and
@@ -918,7 +921,8 @@ def main(argv: list[str] | None = None) -> int:
                         "matched by prefix (e.g. shmipc,iceoryx2,os.pipe); a system's variants "
                         "come with it")
     parser.add_argument("--workloads", default="", help="comma-separated subset of the table's "
-                        "workloads: small,4k,1m,pingpong,batch64,producers,idle,sweep (prefixes)")
+                        "workloads: small,4k,1m,pingpong,batch64,producers,idle,sweep,bridge "
+                        "(prefixes)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "throughput.png"))
     parser.add_argument("--no-plot", action="store_true")
@@ -962,9 +966,12 @@ def main(argv: list[str] | None = None) -> int:
             volume = (4 << 20) if quick else (128 << 20)
             plan.append((f"sweep{size}", "bytes", max(10, min(n_4k, volume // size)), size, 1))
 
+    # The bridge rows (benchmarks/bridge.py): in a full run, or when named.
+    with_bridge = not quick and not args.systems
     if args.workloads:
         wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
         plan = [item for item in plan if any(item[0].startswith(w) for w in wanted)]
+        with_bridge = any("bridge".startswith(w) for w in wanted)
 
     raw: dict[str, dict[str, list[dict[str, Any] | None]]] = {}
     loads = [load()]
@@ -992,6 +999,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{loads[-1]}", file=sys.stderr)
     if any(isinstance(s, Iceoryx2) for s in systems):
         cleanup_iceoryx2()
+    bridge = None
+    if with_bridge:
+        bridge = run_bridge(quick, reps)
+        loads.append(load())
 
     medians: dict[str, dict[str, dict[str, float | None]]] = {
         label: {name: {key: median_of(runs, key) for key in KEYS}
@@ -999,8 +1010,11 @@ def main(argv: list[str] | None = None) -> int:
         for label, per_system in raw.items()
     }
     rows = [s.name for s in ALL if s in systems or s.name in unavailable]
-    table = render_table(medians, rows, unavailable)
-    bars = judge(medians, unavailable)
+    table = render_table(medians, rows, unavailable) if plan else ""
+    bars = judge(medians, unavailable) if plan else []
+    if bridge is not None:
+        table = "\n\n".join(t for t in (table, bridge["table"]) if t)
+        bars += bridge["bars"]
     print(table)
     print()
     print(f"Bars (this run, load {loads[0]} at the start, {loads[-1]} at the end; compare rows "
@@ -1023,6 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": raw,
         "table": table,
         "bars": bars,
+        "bridge": bridge,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(document, indent=1))
@@ -1034,6 +1049,30 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("# matplotlib not installed: no plot", file=sys.stderr)
     return 0
+
+
+def run_bridge(quick: bool, reps: int) -> dict[str, Any]:
+    """The bridge workload: ``benchmarks/bridge.py``'s rows, its table and its bars (n/a with
+    the reason when nats-py or nats-server is missing)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_bridge",
+                                                  ROOT / "benchmarks" / "bridge.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reason = module.unavailable()
+    if reason is not None:
+        print(f"# n/a: bridge: {reason}", file=sys.stderr)
+        return {"unavailable": reason, "results": {},
+                "table": f"Bridge through NATS JetStream: n/a — {reason}",
+                "bars": [{"bar": module.bar_text(name), "verdict": "n/a", "detail": reason}
+                         for name, _, _ in module.workloads(quick)]}
+    print(f"# bridge: {reps} repetition(s), load {load()}", file=sys.stderr)
+    results = module.measure(module.workloads(quick), reps,
+                             log=lambda line: print("# " + line.strip(), file=sys.stderr))
+    return {"unavailable": None, "results": results, "table": module.table(results),
+            "bars": module.bars(results)}
 
 
 # --- the table and the bars ---------------------------------------------------------------------

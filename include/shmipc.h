@@ -144,6 +144,12 @@ int shmipc_channel_send_sequenced(shmipc_channel *ch, const void *data, size_t l
 int shmipc_channel_applied_sequence(shmipc_channel *ch, uint64_t *sequence,
                                     int64_t timeout_ns);
 
+/* The applied sequence of the channel whose header the caller mapped at `header` (4096 bytes;
+ * read-only will do), read without any lock: a value it held at some instant of the call. For
+ * tools that must change nothing (shmipc inspect); a sequenced producer uses
+ * shmipc_channel_applied_sequence. */
+uint64_t shmipc_header_applied_sequence(const void *header);
+
 /* Zero-copy send: reserve room for a message of up to `len` bytes and return its offset in
  * the data area in *offset. The producer lock stays held until shmipc_channel_send_commit
  * (which makes the first `used` bytes, used <= len, one message) or
@@ -173,6 +179,20 @@ int shmipc_channel_recv_claim_many(shmipc_channel *ch, shmipc_slice *msgs, size_
                                    size_t *count, int64_t timeout_ns, int flags);
 int shmipc_channel_recv_commit(shmipc_channel *ch);
 void shmipc_channel_recv_abort(shmipc_channel *ch);
+
+/* As shmipc_channel_recv_claim_many, and positions[i] set to message i's read position: the
+ * value read_position holds when message i is the next to receive (a padding frame before it
+ * included). Positions are monotonic 64-bit counters that never repeat in a channel, so the
+ * channel id and a position name a message for ever (the NATS bridge's message id). A kill
+ * before the commit leaves the messages, at the same positions, to the next consumer.
+ * Returns as shmipc_channel_recv_claim_many; EINVAL if positions is NULL. */
+int shmipc_channel_recv_claim_positions(shmipc_channel *ch, shmipc_slice *msgs,
+                                        uint64_t *positions, size_t max, size_t *count,
+                                        int64_t timeout_ns, int flags);
+
+/* The read position of the first message of this handle's open claim (one atomic load, no
+ * lock: the claim holds the consumer lock). Returns OK, or EINVAL if no claim is open. */
+int shmipc_channel_recv_position(shmipc_channel *ch, uint64_t *position);
 
 /* Close the channel for sending, for every process: later sends return ECLOSED; receivers
  * drain what is left and then get EEND. Waits (up to timeout_ns) for a send in progress:

@@ -1206,6 +1206,76 @@ static PyObject *CoreChannel_recv_finish(CoreChannel *self, PyObject *commit) {
     Py_RETURN_NONE;
 }
 
+/* Claim up to `max` messages with their positions; as claim(), settling a finished view. */
+static int claim_positions(CoreChannel *self, shmipc_slice *msgs, uint64_t *positions,
+                           size_t max, size_t *count, int64_t timeout_ns) {
+    int rc;
+    RUN_CORE(self, rc, timeout_ns,
+             shmipc_channel_recv_claim_positions(self->ch, msgs, positions, max, count,
+                                                 timeout_ns, flags));
+    if (rc == SHMIPC_EINVAL && self->ch->recv_claimed) {
+        PyObject *settled = PyObject_CallMethod((PyObject *)self, "_settle_view", NULL);
+        if (settled == NULL) return SHMIPC_EINTR; /* the Python error is set */
+        int ok = PyObject_IsTrue(settled);
+        Py_DECREF(settled);
+        if (ok == 1)
+            RUN_CORE(self, rc, timeout_ns,
+                     shmipc_channel_recv_claim_positions(self->ch, msgs, positions, max, count,
+                                                         timeout_ns, flags));
+    }
+    return rc;
+}
+
+static PyObject *CoreChannel_recv_claim_many(CoreChannel *self, PyObject *args) {
+    Py_ssize_t max_count;
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "n|O:_recv_claim_many", &max_count, &timeout)) return NULL;
+    if (max_count < 1) {
+        PyErr_Format(PyExc_ValueError, "max_count must be at least 1 (got %zd)", max_count);
+        return NULL;
+    }
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    size_t max = (size_t)max_count < CLAIM_MAX ? (size_t)max_count : CLAIM_MAX, count = 0;
+    shmipc_slice *msgs = PyMem_Malloc(max * sizeof *msgs);
+    uint64_t *positions = PyMem_Malloc(max * sizeof *positions);
+    if (msgs == NULL || positions == NULL) {
+        PyMem_Free(msgs);
+        PyMem_Free(positions);
+        return PyErr_NoMemory();
+    }
+    int rc = claim_positions(self, msgs, positions, max, &count, ns);
+    PyObject *out = NULL;
+    if (rc == SHMIPC_OK) {
+        out = PyList_New((Py_ssize_t)count);
+        for (size_t i = 0; out != NULL && i < count; i++) {
+            PyObject *item = Py_BuildValue("nnK", (Py_ssize_t)msgs[i].offset,
+                                           (Py_ssize_t)msgs[i].length,
+                                           (unsigned long long)positions[i]);
+            if (item == NULL) Py_CLEAR(out);
+            else PyList_SET_ITEM(out, (Py_ssize_t)i, item);
+        }
+        if (out == NULL) shmipc_channel_recv_abort(self->ch); /* out of memory: they stay */
+    }
+    PyMem_Free(msgs);
+    PyMem_Free(positions);
+    if (rc != SHMIPC_OK) return raise_code(self, rc, 0, ns);
+    return out;
+}
+
+static PyObject *CoreChannel_recv_position(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    uint64_t position;
+    if (shmipc_channel_recv_position(self->ch, &position) != SHMIPC_OK) {
+        PyErr_SetString(PyExc_RuntimeError, "no receive claim is open on this handle: the "
+                                            "position is known inside the block only");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(position);
+}
+
 static PyObject *CoreChannel_send_claim(CoreChannel *self, PyObject *args) {
     Py_ssize_t size;
     PyObject *timeout = Py_None;
@@ -1382,6 +1452,10 @@ static PyMethodDef CoreChannel_methods[] = {
      "Private: claim the next message; (offset, length) in the data area."},
     {"_recv_finish", (PyCFunction)CoreChannel_recv_finish, METH_O,
      "Private: commit (True) or abort (False) the claimed message."},
+    {"_recv_claim_many", (PyCFunction)CoreChannel_recv_claim_many, METH_VARARGS,
+     "Private: claim up to max_count messages; [(offset, length, position), ...]."},
+    {"_recv_position", (PyCFunction)CoreChannel_recv_position, METH_NOARGS,
+     "Private: the read position of the first claimed message."},
     {"_send_claim", (PyCFunction)CoreChannel_send_claim, METH_VARARGS,
      "Private: claim room for a message of up to size bytes; its offset in the data area."},
     {"_send_finish", (PyCFunction)CoreChannel_send_finish, METH_O,
@@ -1526,6 +1600,20 @@ static PyObject *core_native_packb(PyObject *module, PyObject *obj) {
     return result;
 }
 
+static PyObject *core_applied_sequence(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    Py_buffer header;
+    if (PyObject_GetBuffer(arg, &header, PyBUF_SIMPLE) < 0) return NULL;
+    if (header.len < SHMIPC_HEADER_SIZE || ((uintptr_t)header.buf & 7) != 0) {
+        PyBuffer_Release(&header);
+        PyErr_SetString(PyExc_ValueError, "a channel header is 4096 bytes, 8-byte aligned");
+        return NULL;
+    }
+    uint64_t sequence = shmipc_header_applied_sequence(header.buf);
+    PyBuffer_Release(&header);
+    return PyLong_FromUnsignedLongLong(sequence);
+}
+
 static PyMethodDef module_methods[] = {
     {"_native_packb", core_native_packb, METH_O,
      "Private, for tests: (True, bytes) if the binding's msgpack packer takes obj, else "
@@ -1533,6 +1621,9 @@ static PyMethodDef module_methods[] = {
     {"_native_unpackb", core_native_unpackb, METH_O,
      "Private, for tests: (True, obj) if the binding's msgpack decoder takes data, else "
      "(False, None) (msgpack-python decides)."},
+    {"applied_sequence", core_applied_sequence, METH_O,
+     "applied_sequence(header)\n--\n\nThe applied sequence of send_sequenced read from a "
+     "mapped channel header (read-only will do) without any lock, changing nothing."},
     {"judge_holder", core_judge_holder, METH_VARARGS,
      "judge_holder(header, word)\n--\n\nJudge a lock holder's identity word as a waiter would, "
      "changing nothing: ('alive' | 'dead' | 'unknown', /proc state letter or '?')."},

@@ -456,20 +456,59 @@ class Channel(_core.CoreChannel):
         """
         return _RecvView(self, timeout)
 
+    def recv_many_view(self, max_count: int, timeout: float | None = None) -> _RecvManyView:
+        """Receive up to ``max_count`` messages without copying them, committed together.
+
+        ::
+
+            claim = ch.recv_many_view(256)
+            with claim as views:              # read-only views of the messages in the ring
+                for position, view in zip(claim.positions, views):
+                    publish(message_id=position, data=view)
+            # committed here, all at once: their space goes back to the producers
+
+        Waits up to ``timeout`` for the first message, then takes those committed now (at
+        least one, at most ``max_count``), in order. ``claim.positions[i]`` is the read
+        position of message ``i``: a 64-bit counter that never repeats in this channel, so
+        the channel id and the position name a message for ever (a message id for a remote
+        system's de-duplication). Unlike :meth:`recv_view`, nothing is committed when the
+        block ends by an exception: the messages stay in the channel, at the same positions,
+        for the next receive. If this process dies inside the block, another consumer takes
+        the lock over and receives them. After the block the views are released (using one
+        raises ``ValueError``), so nobody reads ring bytes a producer has reused.
+
+        While the block runs this handle holds the consumer lock: other consumers wait (as
+        long as the block lasts: it may span a network round trip for a process that is the
+        channel's only consumer), and producers may fill the rest of the ring but never these
+        messages' bytes. Commit and claim from the same thread.
+
+        Hazards: as for :meth:`recv_view`: slices and views derived from a view must not
+        outlive the block, and if an exporter (a numpy array, say) still holds a view at the
+        end of the block, ``BufferError`` is raised and the messages and the lock stay held
+        until a later receive or :meth:`close` on this handle finds the views released; the
+        commit (or, after an exception, the abort) happens then.
+
+        Raises:
+            ValueError: ``max_count`` is below 1.
+            Empty, EndOfChannel, CorruptChannel: as for :meth:`recv_many` (from ``with``).
+        """
+        return _RecvManyView(self, max_count, timeout)
+
     def _settle_view(self, raise_if_held: bool = False) -> bool:
-        """Commit the message of a finished recv_view once its view can be released."""
+        """Commit (or abort) the claim of a finished view block once its views can be
+        released."""
         if self._view is None:
             return False
-        view, region = self._view
+        views, commit = self._view
         try:
-            view.release()
+            for view in views:
+                view.release()
         except BufferError:
             if raise_if_held:
                 raise
             return False
-        region.release()
         self._view = None
-        self._recv_finish(True)  # the commit: the message's bytes may be reused from here
+        self._recv_finish(commit)  # a commit: the messages' bytes may be reused from here
         return True
 
     def send_view(self, size: int, timeout: float | None = None) -> _SendView:
@@ -541,11 +580,29 @@ class Channel(_core.CoreChannel):
 class _RecvView:
     """The context manager of :meth:`Channel.recv_view` (a class: cheaper than a generator)."""
 
-    __slots__ = ("_ch", "_timeout", "_held")
+    __slots__ = ("_ch", "_timeout", "_held", "_position")
 
     def __init__(self, ch: Channel, timeout: float | None) -> None:
         self._ch = ch
         self._timeout = timeout
+        self._held: Any = None
+        self._position: int | None = None
+
+    @property
+    def position(self) -> int:
+        """The message's read position: a 64-bit counter that never repeats in the channel
+        (with the channel id, a name for the message that survives a crash). One load from
+        the header, no lock; inside the block only.
+
+        Raises:
+            RuntimeError: outside the ``with`` block.
+        """
+        if self._position is None:
+            if self._held is None:
+                raise RuntimeError("the position of a recv_view is known inside its block "
+                                   "only")
+            self._position = self._ch._recv_position()
+        return self._position
 
     def __enter__(self) -> memoryview:
         ch = self._ch
@@ -556,12 +613,55 @@ class _RecvView:
         offset, length = ch._recv_claim(self._timeout)
         region = ch._data[offset:offset + length]
         view = region.toreadonly()
-        self._held = (view, region)  # inside the block: a receive on this handle is refused
+        self._held = ((view, region), True)  # inside the block: receives here are refused
         return view
 
     def __exit__(self, *exc: object) -> None:
-        self._ch._view = self._held  # settled now, or by a later call once an exporter lets go
+        held, self._held = self._held, None
+        self._ch._view = held  # settled now, or by a later call once an exporter lets go
         self._ch._settle_view(raise_if_held=True)
+
+
+class _RecvManyView:
+    """The context manager of :meth:`Channel.recv_many_view`.
+
+    Attributes:
+        positions: inside the block, the read position of each claimed message, in order.
+    """
+
+    __slots__ = ("_ch", "_max_count", "_timeout", "_views", "positions")
+
+    def __init__(self, ch: Channel, max_count: int, timeout: float | None) -> None:
+        if max_count < 1:
+            raise ValueError(f"max_count must be at least 1 (got {max_count})")
+        self._ch = ch
+        self._max_count = max_count
+        self._timeout = timeout
+        self._views: tuple[memoryview, ...] | None = None
+        self.positions: list[int] = []
+
+    def __enter__(self) -> list[memoryview]:
+        ch = self._ch
+        if ch._closed:
+            raise _closed_error()
+        if ch._view is not None:
+            ch._settle_view()
+        claimed = ch._recv_claim_many(self._max_count, self._timeout)
+        data = ch._data
+        # Only these read-only views exist (the slices they were made from are gone), so
+        # releasing them is what proves nobody can read the ring's bytes through them.
+        views = [data[offset:offset + length].toreadonly() for offset, length, _ in claimed]
+        self.positions = [position for _, _, position in claimed]
+        self._views = tuple(views)
+        return views
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        views, self._views = self._views, None
+        if views is None:
+            return
+        ch = self._ch
+        ch._view = (views, exc_type is None)  # settled now, or once an exporter lets go
+        ch._settle_view(raise_if_held=exc_type is None)
 
 
 class _SendView:

@@ -248,6 +248,7 @@ class ChannelState:
     recoveries: int
     holders: tuple[HolderState, ...]
     semaphores: tuple[SemaphoreState, ...] = field(default=())
+    applied_sequence: int = 0  # send_sequenced's (an in-bridge's JetStream stream sequence)
 
     @property
     def used(self) -> int:
@@ -289,6 +290,7 @@ class ChannelState:
             "senders_waiting": self.senders_waiting,
             "semaphore_generation": self.semaphore_generation,
             "recoveries": self.recoveries,
+            "applied_sequence": self.applied_sequence,
             "file_size": self.file_size,
             "file_mode": f"{self.file_mode:04o}",
             "file_uid": self.file_uid,
@@ -385,6 +387,7 @@ def read_state(path: str, *, semaphores: bool = True) -> ChannelState:
                 if layout.LIVE.unpack_from(mm, layout.WRITE_POSITION)[3] == live[3]:
                     break
             header = mm[:HEADER_SIZE]
+            applied = _core.applied_sequence(mm)  # without a lock, in the core's load order
     finally:
         os.close(fd)
     (w, sent, producer_lock, r, received, consumer_lock, closed, generation,
@@ -405,7 +408,8 @@ def read_state(path: str, *, semaphores: bool = True) -> ChannelState:
                      for role, name in _semaphore_names(info, generation).items())
     return ChannelState(path, info, st.st_size, stat.S_IMODE(st.st_mode), st.st_uid, w, r,
                         sent, received, bool(closed), sleepers[0].bit_count(),
-                        sleepers[1].bit_count(), generation, recoveries, tuple(holders), sems)
+                        sleepers[1].bit_count(), generation, recoveries, tuple(holders), sems,
+                        applied_sequence=applied)
 
 
 def _owner(uid: int) -> str:
@@ -452,6 +456,9 @@ def format_state(state: ChannelState) -> str:
         ("senders", f"{state.senders_waiting} asleep waiting for room"
          + (" (a producer sleeps on a full ring)" if state.senders_waiting else "")),
         ("recoveries", f"{state.recoveries} dead lock holders taken over"),
+        ("applied sequence", f"{state.applied_sequence}: the last JetStream stream sequence "
+                             "an in-bridge committed here" if state.applied_sequence else
+                             "none (no in-bridge has sent into this channel)"),
     ]
     for holder in state.holders:
         lines.append((holder.lock, holder.describe()))
@@ -914,9 +921,9 @@ sharing this /dev/shm) are not visible: do not run cleanup there."""
 
 
 _BRIDGE_HELP = """\
-out: every message of the channel is published to SUBJECT on NATS JetStream (a message
-leaves the channel once it is in the outbox file, and the outbox once JetStream acknowledged
-it). in: a durable consumer of SUBJECT feeds the channel; a message is acknowledged only after
+out: every message of the channel is published to SUBJECT on NATS JetStream, straight from
+the ring, in batches (a batch leaves the channel once JetStream acknowledged all of it).
+in: a durable consumer of SUBJECT feeds the channel; a message is acknowledged only after
 the channel committed it with its stream sequence. Kill either bridge at any moment and start
 it again: nothing is lost or doubled (docs/bridge.md says exactly what is guaranteed).
 Needs the nats extra: pip install 'shmipc[nats]'. Ctrl-C stops cleanly (exit status 130)."""
@@ -1029,10 +1036,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capacity if the channel has to be created")
     p.add_argument("--count", "-n", type=_positive_int, metavar="N",
                    help="stop after N messages forwarded")
-    p.add_argument("--outbox", metavar="FILE",
-                   help="out: the outbox file (default PATH.outbox); keep it across restarts")
     p.add_argument("--max-inflight", type=_positive_int, default=1024, metavar="N",
-                   help="out: publications in flight at once (default 1024)")
+                   help="out: messages claimed and in flight at once, one batch committed "
+                        "when JetStream acknowledged all of it (default 1024)")
     p.add_argument("--durable", metavar="NAME",
                    help="in: the durable consumer (default: named after this host, PATH and "
                         "SUBJECT)")

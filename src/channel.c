@@ -380,6 +380,20 @@ int shmipc_channel_applied_sequence(shmipc_channel *ch, uint64_t *sequence,
     return SHMIPC_OK;
 }
 
+uint64_t shmipc_header_applied_sequence(const void *header) {
+    /* Loads only (the mapping may be read-only), in the reverse order of send_sequenced's
+     * stores (previous, end, last, then the commit of write_position), each acquire pairing
+     * with the release store of the same field: a `last` seen new implies `end` and
+     * `previous` seen new, and an `end` seen new implies `previous` seen new. So every
+     * combination answers a value the applied sequence held at some instant of the call. */
+    struct shmipc_header *h = (struct shmipc_header *)(uintptr_t)header;
+    uint64_t w = atomic_load_explicit(&h->write_position, memory_order_acquire);
+    uint64_t last = atomic_load_explicit(&h->sequence_last, memory_order_acquire);
+    uint64_t end = atomic_load_explicit(&h->sequence_end, memory_order_acquire);
+    uint64_t previous = atomic_load_explicit(&h->sequence_previous, memory_order_acquire);
+    return (int64_t)(w - end) >= 0 ? last : previous;
+}
+
 int shmipc_channel_send_claim(shmipc_channel *ch, size_t len, size_t *offset,
                               int64_t timeout_ns, int flags) {
     refresh_after_fork(ch);
@@ -543,8 +557,10 @@ static int locate_frame(shmipc_channel *ch, uint64_t r, uint64_t w, shmipc_slice
     return SHMIPC_OK;
 }
 
-int shmipc_channel_recv_claim_many(shmipc_channel *ch, shmipc_slice *msgs, size_t max,
-                                   size_t *count, int64_t timeout_ns, int flags) {
+/* The claim of shmipc_channel_recv_claim_many; positions (may be NULL) gets each message's
+ * read position. */
+static int claim_many(shmipc_channel *ch, shmipc_slice *msgs, uint64_t *positions, size_t max,
+                      size_t *count, int64_t timeout_ns, int flags) {
     refresh_after_fork(ch);
     *count = 0;
     if (ch->recv_claimed || max == 0) return SHMIPC_EINVAL;
@@ -564,6 +580,7 @@ int shmipc_channel_recv_claim_many(shmipc_channel *ch, shmipc_slice *msgs, size_
             }
             ch->seen_write = w;
         }
+        if (positions != NULL) positions[n] = r; /* before a padding frame, as a lone claim */
         if ((rc = locate_frame(ch, r, w, &msgs[n], &r)) != SHMIPC_OK) break;
         n++;
     }
@@ -576,6 +593,30 @@ int shmipc_channel_recv_claim_many(shmipc_channel *ch, shmipc_slice *msgs, size_
     ch->recv_next = r;
     ch->recv_count = n;
     *count = n;
+    return SHMIPC_OK;
+}
+
+int shmipc_channel_recv_claim_many(shmipc_channel *ch, shmipc_slice *msgs, size_t max,
+                                   size_t *count, int64_t timeout_ns, int flags) {
+    return claim_many(ch, msgs, NULL, max, count, timeout_ns, flags);
+}
+
+int shmipc_channel_recv_claim_positions(shmipc_channel *ch, shmipc_slice *msgs,
+                                        uint64_t *positions, size_t max, size_t *count,
+                                        int64_t timeout_ns, int flags) {
+    if (positions == NULL) {
+        *count = 0;
+        return SHMIPC_EINVAL;
+    }
+    return claim_many(ch, msgs, positions, max, count, timeout_ns, flags);
+}
+
+int shmipc_channel_recv_position(shmipc_channel *ch, uint64_t *position) {
+    refresh_after_fork(ch);
+    if (!ch->recv_claimed) return SHMIPC_EINVAL;
+    /* Under the consumer lock this handle holds, nobody else stores read_position: its value
+     * is where the claim starts (our own load; acquire for symmetry with every other load). */
+    *position = atomic_load_explicit(&ch->hdr->read_position, memory_order_acquire);
     return SHMIPC_OK;
 }
 

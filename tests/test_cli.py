@@ -584,3 +584,30 @@ def test_cleanup_removes_only_unused_names(tmp_path):
         for path in (stale, live):
             if path.exists():
                 cli_run("unlink", path)
+
+
+def test_inspect_shows_the_in_bridges_applied_sequence(channel_path):
+    """The applied sequence of send_sequenced (what an in-bridge committed) is read from the
+    header without a lock; a sequenced send caught between its stores and its commit still
+    reads as the sequence before it."""
+    with shmipc.Channel.create(channel_path, 4096) as ch:
+        state = json.loads(cli_run("inspect", channel_path, "--json").stdout)
+        assert state["applied_sequence"] == 0
+        assert "none (no in-bridge" in cli_run("inspect", channel_path).stdout
+        assert ch.send_sequenced(b"from the stream", 41)
+        ch.send_bytes(b"a plain message after it")
+        state = json.loads(cli_run("inspect", channel_path, "--json").stdout)
+        assert state["applied_sequence"] == 41 == ch.applied_sequence()
+        assert "41: the last JetStream stream sequence" in cli_run("inspect", channel_path).stdout
+        # What send_sequenced stores before its commit, by hand: previous, end, last; the
+        # write position not yet moved past the message.
+        buf = ch._mapping.buffer
+        w = ch.statistics().write_position
+        for offset, value in ((layout.SEQUENCE_PREVIOUS, 41), (layout.SEQUENCE_END, w + 24),
+                              (layout.SEQUENCE_LAST, 42)):
+            buf[offset:offset + 8] = value.to_bytes(8, "little")
+        assert json.loads(cli_run("inspect", channel_path, "--json").stdout)[
+            "applied_sequence"] == 41 == shmipc._core.applied_sequence(buf)
+        buf[layout.WRITE_POSITION:layout.WRITE_POSITION + 8] = (w + 24).to_bytes(8, "little")
+        assert shmipc._core.applied_sequence(buf) == 42  # the commit makes it the answer
+        buf[layout.WRITE_POSITION:layout.WRITE_POSITION + 8] = w.to_bytes(8, "little")

@@ -622,3 +622,51 @@ def test_regression_send_many_writes_its_batch_under_one_lock_acquisition(channe
                 kill_quietly(pid)
         assert pid == 0, "the batch did not end"
         assert got in ([], batch), f"{len(got)} of the batch were sent before another lock"
+
+
+@pytest.mark.parametrize("where", ["recv_copied", "inside the block", "after an exception",
+                                   "recv_committed"])
+def test_recv_many_view_killed(channel_path, where):
+    """A consumer killed holding a batch claim (in the claim, inside the block, or after an
+    exception ended the block) leaves every message to the next consumer at the same
+    positions; killed at the commit, the whole batch is gone with it."""
+    batch = [f"m{i}".encode() for i in range(50)]
+    with shmipc.Channel.create(channel_path, 1 << 14) as ch:
+        ch.send_many_bytes(batch)
+        ch.send_bytes(b"next")
+        read, write = os.pipe()
+
+        def consume(c: shmipc.Channel) -> None:
+            claim = c.recv_many_view(50, timeout=30)
+            try:
+                with claim as views:
+                    assert [bytes(v) for v in views] == batch
+                    os.write(write, repr(claim.positions).encode())
+                    if where == "inside the block":
+                        _kill_self()
+                    if where == "after an exception":
+                        raise KeyError("a publication failed")
+            except KeyError:
+                _kill_self()
+
+        try:
+            if where in ("inside the block", "after an exception"):
+                pid = fork_run(lambda: consume(shmipc.Channel.open(channel_path)))
+                assert join(pid) == -signal.SIGKILL
+            else:
+                die_at(channel_path, where, consume)
+            positions = eval(os.read(read, 1 << 16)) if where != "recv_copied" else None
+        finally:
+            os.close(read)
+            os.close(write)
+        if where == "recv_committed":
+            assert ch.recv_many_bytes(100, timeout=30) == [b"next"]
+        else:
+            claim = ch.recv_many_view(100, timeout=30)
+            with claim as views:
+                assert [bytes(v) for v in views] == [*batch, b"next"]
+                if positions is not None:
+                    assert claim.positions[:50] == positions
+        drained(ch)
+        # after an exception the block aborted the claim and freed the lock before the kill
+        assert ch.statistics().recoveries == (0 if where == "after an exception" else 1)

@@ -16,9 +16,9 @@ guaranteed and what is not.
 or ``shmipc bridge out /tmp/a.shmipc orders`` and ``shmipc bridge in /tmp/b.shmipc orders``.
 
 Layers: ``local`` (the channel ends, behind two small interfaces a topic can implement too),
-``_journal`` (the out-bridge's outbox), ``_out`` and ``_in`` (the two loops, asyncio over
-nats-py), ``_run`` (signals, statistics, progress; the CLI), ``server`` (local nats-server
-processes for tests and examples). Only shmipc's public API and nats-py are used.
+``_out`` and ``_in`` (the two loops, asyncio over nats-py), ``_run`` (signals, statistics,
+progress; the CLI), ``server`` (local nats-server processes for tests and examples). Only
+shmipc's public API and nats-py are used.
 """
 
 from __future__ import annotations
@@ -36,26 +36,24 @@ from ._common import (
     default_stream_name,
 )
 from ._in import InBridge
-from ._journal import JournalError, Outbox
 from ._out import OutBridge
 from ._run import command, run, run_async
-from .local import ChannelSink, ChannelSource, Sink, Source
+from .local import ChannelClaim, ChannelSink, ChannelSource, Claim, Sink, Source
 
 __all__ = [
     "BridgeError",
     "BridgeStatistics",
+    "ChannelClaim",
     "ChannelSink",
     "ChannelSource",
+    "Claim",
     "InBridge",
-    "JournalError",
     "NatsOptions",
     "OutBridge",
-    "Outbox",
     "Sink",
     "Source",
     "command",
     "default_durable_name",
-    "default_outbox_path",
     "default_stream_name",
     "open_in",
     "open_out",
@@ -64,14 +62,9 @@ __all__ = [
 ]
 
 
-def default_outbox_path(channel_path: str | os.PathLike[str]) -> str:
-    """Where an out-bridge keeps its outbox when none is given: beside the channel file."""
-    return os.fspath(channel_path) + ".outbox"
-
-
 def open_out(path: str | os.PathLike[str], subject: str, *,
              servers: Sequence[str] = ("nats://127.0.0.1:4222",), stream: str | None = None,
-             outbox: str | None = None, capacity: int = shmipc.DEFAULT_CAPACITY,
+             capacity: int = shmipc.DEFAULT_CAPACITY,
              count: int | None = None, max_inflight: int = 1024,
              **nats_options: object) -> OutBridge:
     """An out-bridge from the channel at ``path`` (opened, or created with ``capacity``) to
@@ -82,16 +75,16 @@ def open_out(path: str | os.PathLike[str], subject: str, *,
         subject: the JetStream subject to publish to.
         servers: NATS URLs.
         stream: the stream (default: the one holding the subject, or a new one).
-        outbox: the outbox file (default: ``path + ".outbox"``); keep it across restarts.
         capacity: the capacity if the channel has to be created.
         count: stop after this many messages.
-        max_inflight: publications in flight at once.
+        max_inflight: messages claimed from the channel and in flight at once (a batch,
+            committed once JetStream acknowledged all of it).
         **nats_options: more :class:`NatsOptions` fields (replicas, duplicate_window, ...).
     """
     options = NatsOptions(servers=tuple(servers), stream=stream, **nats_options)  # type: ignore[arg-type]
     channel = shmipc.Channel.open_or_create(path, capacity)
-    return OutBridge(ChannelSource(channel), subject, outbox or default_outbox_path(path),
-                     nats_options=options, count=count, max_inflight=max_inflight)
+    return OutBridge(ChannelSource(channel), subject, nats_options=options, count=count,
+                     max_inflight=max_inflight)
 
 
 def open_in(path: str | os.PathLike[str], subject: str, *,

@@ -49,7 +49,7 @@ def run(bridge: Any, *, on_stats: StatsCallback | None = None,
     """Run ``bridge`` in a new event loop until it ends; Ctrl-C and SIGTERM stop it cleanly.
 
     The first SIGINT or SIGTERM asks the bridge to stop (an out-bridge waits a few seconds for
-    the acknowledgements in flight; whatever is left stays in its outbox); a second SIGINT
+    the acknowledgements in flight; whatever is left stays in its channel); a second SIGINT
     abandons the wait. Nothing is lost either way. The bridge's local channel handle is
     closed at the end (``await bridge.run()`` leaves it open).
 
@@ -139,7 +139,7 @@ def command(args: argparse.Namespace) -> int:
     Raises:
         BridgeError: a one-line failure for the command line to print.
     """
-    from . import default_durable_name, default_outbox_path, open_in, open_out
+    from . import default_durable_name, open_in, open_out
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="shmipc bridge: %(message)s", stream=sys.stderr)
@@ -150,9 +150,8 @@ def command(args: argparse.Namespace) -> int:
                                   replicas=args.replicas, duplicate_window=args.duplicate_window)
     try:
         if args.direction == "out":
-            bridge: Any = open_out(args.path, args.subject,
-                                   outbox=args.outbox or default_outbox_path(args.path),
-                                   max_inflight=args.max_inflight, **common)
+            bridge: Any = open_out(args.path, args.subject, max_inflight=args.max_inflight,
+                                   **common)
             label = f"out {args.path} -> {args.subject}"
         else:
             bridge = open_in(args.path, args.subject,
