@@ -188,6 +188,8 @@ int shmipc_channel_close_send(shmipc_channel *ch, int64_t timeout_ns);
  * claims one of the channel's 28 ready slots (SHMIPC_ENOSLOT when all are taken by live
  * handles; slots of dead processes are repaired) and binds a datagram socket in the abstract
  * namespace; later calls return the same descriptor; shmipc_channel_close releases both.
+ * A new descriptor is readable at once (nothing is armed before the first call that finds
+ * nothing to do), so the rule below holds from the first wait on.
  * Returns OK, ENOSLOT, EPERM, ESYSTEM (out of descriptors).
  *
  * The rule is one: wait until the descriptor is readable, then call with a timeout of 0 until

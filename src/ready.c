@@ -106,6 +106,11 @@ int shmipc_channel_ready_fd(shmipc_channel *ch, int *fd) {
             struct sockaddr_un a;
             socklen_t len = ready_address(ch->channel_id, i, &a);
             if (bind(s, (struct sockaddr *)&a, len) == 0) {
+                /* Born readable: the one rule (wait, then call until empty, which arms) then
+                 * holds from the first wait on, whatever happened before it. */
+                static const char one = 1;
+                (void)!sendto(s, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&a,
+                              len);
                 ch->ready_slot = i;
                 atomic_store_explicit(&ch->ready_local, 0, memory_order_relaxed);
                 ch->ready_fd = s;

@@ -1,0 +1,413 @@
+"""``shmipc.aio``: the asyncio face of every channel kind.
+
+::
+
+    async with AsyncChannel.open("/dev/shm/jobs") as ch:
+        await ch.send({"job": 1})
+        async for obj in ch:          # until the channel is closed for sending and drained
+            print(obj)
+
+An :class:`AsyncChannel` wraps a :class:`~shmipc.Channel` (:class:`AsyncRecordChannel` a
+:class:`~shmipc.RecordChannel`). Each ``await`` first tries the non-blocking call; if it would
+have to wait, the coroutine parks on the channel's readiness descriptor (:meth:`Channel.fileno`)
+through the loop's ``add_reader`` - no thread per call, no polling, nothing on the CPU while it
+waits - and tries again when the descriptor says something may have changed.
+
+Cancellation is safe: the message is taken by a synchronous ``recv_nowait`` in the same step
+that returns it, never across an ``await``, so a cancelled ``await ch.recv()`` (also under
+``asyncio.wait_for`` or ``asyncio.timeout``) either took no message or returned it. A cancelled
+``await ch.send(obj)`` either sent it or did not. Works with any asyncio event loop that has
+``add_reader`` (the default one on Linux, uvloop).
+
+Hazards: a handle is used by one event loop at a time. From its first use here the handle's
+``*_nowait`` calls never wait for a lock (see :meth:`Channel.fileno`). A peer killed between
+its commit and its signal costs a waiter at most :attr:`AsyncChannel.recheck_interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from .channel import DEFAULT_CAPACITY, Channel
+from .codec import Codec
+from .errors import ChannelClosed, Empty, EndOfChannel, Full
+from .record_channel import DEFAULT_SLOTS, RecordChannel
+from .records import Record
+
+__all__ = ["AsyncChannel", "AsyncRecordChannel"]
+
+T = TypeVar("T")
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class AsyncChannel:
+    """A channel whose sends and receives are coroutines, for asyncio.
+
+    Make one with :meth:`create`, :meth:`open`, :meth:`open_or_create`, :meth:`anonymous`, or
+    wrap a channel you have: ``AsyncChannel(ch)`` (an anonymous channel in a forked child, a
+    channel from a pickle). The semantics are the channel's: exactly once, per-producer order,
+    back-pressure (``await send`` waits for room), :meth:`close_send` then
+    :class:`~shmipc.EndOfChannel`.
+
+    ``timeout=`` (seconds, None waits forever) raises :class:`~shmipc.Empty` or
+    :class:`~shmipc.Full` as the blocking calls do; ``asyncio.timeout``/``wait_for`` work too.
+
+    Attributes:
+        recheck_interval: seconds between re-checks while parked (None: never). A re-check is
+            a single non-blocking call; it bounds what a peer killed between its commit and
+            its signal, or a lock holder that died, costs a waiter.
+    """
+
+    recheck_interval: float | None = 0.25
+
+    def __init__(self, channel: Channel) -> None:
+        """Wrap ``channel`` (this takes one of its readiness slots: see ``fileno()``)."""
+        self._ch = channel
+        self._fd = channel.fileno()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._reading = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], capacity: int = DEFAULT_CAPACITY, *,
+               mode: int = 0o600, codec: Codec | None = None) -> AsyncChannel:
+        """Create a channel file (as :meth:`Channel.create`) and wrap it."""
+        return cls(Channel.create(path, capacity, mode=mode, codec=codec))
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, codec: Codec | None = None) -> AsyncChannel:
+        """Open a channel file (as :meth:`Channel.open`) and wrap it."""
+        return cls(Channel.open(path, codec=codec))
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike[str], capacity: int = DEFAULT_CAPACITY,
+                       *, mode: int = 0o600, codec: Codec | None = None) -> AsyncChannel:
+        """Open the channel file at ``path``, creating it if there is none, and wrap it."""
+        return cls(Channel.open_or_create(path, capacity, mode=mode, codec=codec))
+
+    @classmethod
+    def anonymous(cls, capacity: int = DEFAULT_CAPACITY, *,
+                  codec: Codec | None = None) -> AsyncChannel:
+        """Create an anonymous channel (as :meth:`Channel.anonymous`) and wrap it.
+
+        Hazard: a forked child must wrap its inherited channel again
+        (``AsyncChannel(parent.channel)``): the readiness descriptor is per process.
+        """
+        return cls(Channel.anonymous(capacity, codec=codec))
+
+    @property
+    def channel(self) -> Channel:
+        """The wrapped channel (its blocking calls, statistics, path, ...)."""
+        return self._ch
+
+    def fileno(self) -> int:
+        """The wrapped channel's readiness descriptor."""
+        return self._fd
+
+    def close(self) -> None:
+        """Close the wrapped channel handle; coroutines parked on it raise ChannelClosed."""
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(ChannelClosed("the channel handle was closed while this "
+                                                "call waited on it"))
+        self._stop_reading()
+        self._ch.close()
+
+    async def __aenter__(self) -> AsyncChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self._ch!r}>"
+
+    # --- waiting ---------------------------------------------------------------------------
+
+    def _stop_reading(self) -> None:
+        if self._reading and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+        self._reading = False
+
+    def _on_readable(self) -> None:
+        # One-shot: the descriptor stays readable until a call re-arms it, which the woken
+        # coroutines do (or they take what they waited for).
+        self._stop_reading()
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _readable(self, deadline: float | None) -> None:
+        """Park until the descriptor is readable, a re-check is due, or the deadline."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._waiters:
+                raise RuntimeError("this AsyncChannel is waited on in another event loop; use "
+                                   "one AsyncChannel (and handle) per loop")
+            self._reading = False  # a reader on a previous loop died with that loop
+            self._loop = loop
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        if not self._reading:
+            loop.add_reader(self._fd, self._on_readable)
+            self._reading = True
+        delay = self.recheck_interval
+        if deadline is not None:
+            left = max(deadline - loop.time(), 0.0)
+            delay = left if delay is None else min(delay, left)
+        timer = loop.call_later(delay, _wake, fut) if delay is not None else None
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            try:
+                self._waiters.remove(fut)
+            except ValueError:
+                pass
+            if not self._waiters:
+                self._stop_reading()
+
+    async def _retry(self, call: Callable[[], T], lacking: type[Exception],
+                     timeout: float | None) -> T:
+        """Call ``call`` (non-blocking) until it does not raise ``lacking`` or time is up.
+
+        The caller's first try raised ``lacking`` and armed the descriptor. Each later try is
+        synchronous, right after the wake-up, in the step that returns its result.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if deadline is not None and loop.time() >= deadline:
+                what = "no message arrived" if lacking is Empty else "no room came free"
+                raise lacking(f"{what} within {timeout:g} s")
+            await self._readable(deadline)
+            try:
+                return call()
+            except lacking:
+                pass
+
+    # --- receiving -------------------------------------------------------------------------
+
+    async def recv(self, timeout: float | None = None) -> Any:
+        """Receive one object (msgpack; a record on a record channel).
+
+        Raises:
+            Empty: no message before the timeout.
+            EndOfChannel: the channel was closed for sending and is drained.
+            DecodeError, CorruptChannel: as :meth:`Channel.recv`.
+        """
+        try:
+            return self._ch.recv_nowait()
+        except Empty:
+            if timeout is not None and timeout <= 0:
+                raise
+        return await self._retry(self._ch.recv_nowait, Empty, timeout)
+
+    async def recv_bytes(self, timeout: float | None = None) -> bytes:
+        """Receive one message as bytes (see :meth:`recv`)."""
+        try:
+            return self._ch.recv_bytes_nowait()
+        except Empty:
+            if timeout is not None and timeout <= 0:
+                raise
+        return await self._retry(self._ch.recv_bytes_nowait, Empty, timeout)
+
+    async def recv_many(self, max_count: int, timeout: float | None = None) -> list[Any]:
+        """Receive between 1 and ``max_count`` objects under one lock (see
+        :meth:`Channel.recv_many`): waits for the first, takes those waiting then."""
+        ch = self._ch
+
+        def call() -> list[Any]:
+            return ch.recv_many(max_count, 0)
+
+        try:
+            return call()
+        except Empty:
+            if timeout is not None and timeout <= 0:
+                raise
+        return await self._retry(call, Empty, timeout)
+
+    async def recv_many_bytes(self, max_count: int,
+                              timeout: float | None = None) -> list[bytes]:
+        """Receive between 1 and ``max_count`` messages as bytes (see :meth:`recv_many`)."""
+        ch = self._ch
+
+        def call() -> list[bytes]:
+            return ch.recv_many_bytes(max_count, 0)
+
+        try:
+            return call()
+        except Empty:
+            if timeout is not None and timeout <= 0:
+                raise
+        return await self._retry(call, Empty, timeout)
+
+    def __aiter__(self) -> AsyncChannel:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.recv()
+        except EndOfChannel:
+            raise StopAsyncIteration from None
+
+    # --- sending ---------------------------------------------------------------------------
+
+    async def send(self, obj: Any, timeout: float | None = None) -> None:
+        """Send one object (msgpack; a record on a record channel), waiting for room.
+
+        Raises:
+            Full: no room before the timeout.
+            EncodeError, MessageTooLarge, ChannelClosed: as :meth:`Channel.send`.
+        """
+        ch = self._ch
+        try:
+            return ch.send_nowait(obj)
+        except Full:
+            if timeout is not None and timeout <= 0:
+                raise
+        await self._retry(lambda: ch.send_nowait(obj), Full, timeout)
+
+    async def send_bytes(self, data: Any, timeout: float | None = None) -> None:
+        """Send one message of raw bytes, waiting for room (see :meth:`send`)."""
+        ch = self._ch
+        try:
+            return ch.send_bytes_nowait(data)
+        except Full:
+            if timeout is not None and timeout <= 0:
+                raise
+        await self._retry(lambda: ch.send_bytes_nowait(data), Full, timeout)
+
+    async def send_many(self, messages: Iterable[Any], timeout: float | None = None) -> None:
+        """Send several objects in order, each batch that fits under one lock.
+
+        What fits now goes in at once; the rest waits for room. A cancellation or timeout
+        part-way leaves the messages sent before it sent (none is lost or sent twice): the
+        :class:`~shmipc.Full` of a timeout says how many in ``sent``, as a
+        ``CancelledError`` does in its ``sent`` attribute.
+        """
+        await self._send_batch(self._ch.send_many, list(messages), timeout)
+
+    async def send_many_bytes(self, messages: Iterable[Any],
+                              timeout: float | None = None) -> None:
+        """Send several raw-bytes messages in order (see :meth:`send_many`)."""
+        await self._send_batch(self._ch.send_many_bytes, list(messages), timeout)
+
+    async def _send_batch(self, send: Callable[..., None], items: list[Any],
+                          timeout: float | None) -> None:
+        sent = 0
+
+        def call() -> None:
+            nonlocal sent
+            try:
+                send(items[sent:] if sent else items, 0)
+            except Full as exc:
+                sent += getattr(exc, "sent", 0)
+                raise
+            sent = len(items)
+
+        try:
+            return call()
+        except Full as exc:
+            if timeout is not None and timeout <= 0:
+                exc.sent = sent  # type: ignore[attr-defined]
+                raise
+        try:
+            await self._retry(call, Full, timeout)
+        except (Full, asyncio.CancelledError) as exc:
+            setattr(exc, "sent", sent)  # noqa: B010 (CancelledError has no such attribute)
+            raise
+
+    async def close_send(self) -> None:
+        """Close the channel for sending, for every process (see :meth:`Channel.close_send`).
+
+        Waits, without blocking the loop, for a send in progress in another process.
+        """
+        try:
+            self._ch.close_send(timeout=0)
+        except Full:  # another producer holds the lock (waiting for room): wait aside
+            await asyncio.get_running_loop().run_in_executor(None, self._ch.close_send)
+
+
+class AsyncRecordChannel(AsyncChannel):
+    """The asyncio face of a :class:`~shmipc.RecordChannel`: records, no msgpack.
+
+    :meth:`AsyncChannel.send`/:meth:`AsyncChannel.recv` carry records here; the record names
+    below say so. The bytes calls raise ``TypeError`` as the record channel's do.
+    """
+
+    _ch: RecordChannel
+
+    def __init__(self, channel: RecordChannel) -> None:
+        """Wrap a record channel."""
+        if not isinstance(channel, RecordChannel):
+            raise TypeError(f"AsyncRecordChannel wraps a RecordChannel, not "
+                            f"{type(channel).__name__}; use AsyncChannel for a Channel")
+        super().__init__(channel)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], record: Record,  # type: ignore[override]
+               slots: int = DEFAULT_SLOTS, *, mode: int = 0o600) -> AsyncRecordChannel:
+        """Create a record channel file (as :meth:`RecordChannel.create`) and wrap it."""
+        return cls(RecordChannel.create(path, record, slots, mode=mode))
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str],  # type: ignore[override]
+             record: Record | None = None) -> AsyncRecordChannel:
+        """Open a record channel file (as :meth:`RecordChannel.open`) and wrap it."""
+        return cls(RecordChannel.open(path, record))
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike[str], record: Record,  # type: ignore[override]
+                       slots: int = DEFAULT_SLOTS, *, mode: int = 0o600) -> AsyncRecordChannel:
+        """Open the record channel at ``path``, creating it if there is none, and wrap it."""
+        return cls(RecordChannel.open_or_create(path, record, slots, mode=mode))
+
+    @classmethod
+    def anonymous(cls, record: Record,  # type: ignore[override]
+                  slots: int = DEFAULT_SLOTS) -> AsyncRecordChannel:
+        """Create an anonymous record channel (as :meth:`RecordChannel.anonymous`)."""
+        return cls(RecordChannel.anonymous(record, slots))
+
+    @property
+    def channel(self) -> RecordChannel:
+        """The wrapped record channel."""
+        return self._ch
+
+    async def recv_record(self, timeout: float | None = None) -> Any:
+        """Receive one record (a value of the record type)."""
+        return await self.recv(timeout)
+
+    async def recv_tuple(self, timeout: float | None = None) -> tuple[Any, ...]:
+        """Receive one record as a plain tuple of raw field values."""
+        ch = self._ch
+
+        def call() -> tuple[Any, ...]:
+            return ch.recv_tuple(0)
+
+        try:
+            return call()
+        except Empty:
+            if timeout is not None and timeout <= 0:
+                raise
+        return await self._retry(call, Empty, timeout)
+
+    async def send_record(self, value: Any, timeout: float | None = None) -> None:
+        """Send one record: a value of the record type, a tuple or a dict of its fields."""
+        await self.send(value, timeout)
+
+    async def send_values(self, *values: Any, timeout: float | None = None) -> None:
+        """Send one record given as its field values in order."""
+        await self.send(values, timeout)
