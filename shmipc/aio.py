@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -63,9 +64,13 @@ class AsyncChannel:
         recheck_interval: seconds between re-checks while parked (None: never). A re-check is
             a single non-blocking call; it bounds what a peer killed between its commit and
             its signal, or a lock holder that died, costs a waiter.
+        spin: seconds a call that would wait keeps retrying before it parks (default 0). It
+            blocks the event loop that long, so it suits a loop that serves little else; a
+            round trip then costs a few µs instead of an event-loop wake-up (~40-80 µs).
     """
 
     recheck_interval: float | None = 0.25
+    spin: float = 0.0
 
     def __init__(self, channel: Channel) -> None:
         """Wrap ``channel`` (this takes one of its readiness slots: see ``fileno()``)."""
@@ -186,6 +191,13 @@ class AsyncChannel:
         The caller's first try raised ``lacking`` and armed the descriptor. Each later try is
         synchronous, right after the wake-up, in the step that returns its result.
         """
+        if self.spin > 0:  # poll first (blocking the loop for at most `spin`)
+            until = time.perf_counter() + self.spin
+            while time.perf_counter() < until:
+                try:
+                    return call()
+                except lacking:
+                    pass
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:

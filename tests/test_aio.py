@@ -614,3 +614,27 @@ def test_a_blocked_async_receiver_uses_almost_no_cpu(channel_path: Path):
     # A busy loop shows ~1.0; the bar (< 1 %) is measured by the benchmark. This only guards
     # against a loop that spins (default re-check every 0.25 s included).
     assert share < 0.1, share
+
+
+def test_the_asyncio_benchmark_rows_run_and_check_every_message(tmp_path: Path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "aio.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--workloads", "aio",
+         "--no-plot", "--json", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["aio"]
+    for kind in ("shmipc blocking", "shmipc asyncio", "shmipc asyncio spin=50us"):
+        assert rows["medians"]["pingpong"][kind]["p50_us"], kind  # None: a wrong echo
+        assert rows["medians"]["small"][kind]["msgs_per_s"], kind
+    assert rows["medians"]["idle"]["shmipc asyncio"]["idle_cpu_pct"] is not None
+    assert "zmq.asyncio" in rows["unavailable"] or \
+        rows["medians"]["small"]["zmq.asyncio"]["msgs_per_s"]
+    assert len(rows["bars"]) == 6
+    for bar in rows["bars"]:
+        assert f"- {bar['bar']}: **{bar['verdict']}**" in proc.stdout
