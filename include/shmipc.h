@@ -216,6 +216,12 @@ enum { SHMIPC_READY_RECV = 1, SHMIPC_READY_SEND = 2 };
 int shmipc_channel_ready_fd(shmipc_channel *ch, int *fd);
 int shmipc_channel_ready_arm(shmipc_channel *ch, int what);
 
+/* How many times a call on this handle drained a signal from its descriptor. A handle waited
+ * on by several waiters of an event loop (one receiving, one sending) shares one descriptor:
+ * a call of one that drained a signal may have taken the other's, so the loop wakes the others
+ * when this count moves (shmipc.aio does). */
+uint64_t shmipc_channel_ready_drains(const shmipc_channel *ch);
+
 /* A consistent-enough snapshot of the shared counters, for statistics. */
 typedef struct {
     uint64_t write_position, read_position, sent, received, recoveries;

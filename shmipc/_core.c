@@ -1073,6 +1073,12 @@ static PyObject *CoreChannel_ready_arm(CoreChannel *self, PyObject *sending) {
     return PyBool_FromLong(rc);
 }
 
+static PyObject *CoreChannel_ready_drains(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    return PyLong_FromUnsignedLongLong(shmipc_channel_ready_drains(self->ch));
+}
+
 /* --- state ---------------------------------------------------------------------------- */
 
 static PyObject *CoreChannel_state(CoreChannel *self, PyObject *unused) {
@@ -1234,6 +1240,8 @@ static PyMethodDef CoreChannel_methods[] = {
      "    TooManyWaiters: all 28 readiness slots are held by live handles."},
     {"_ready_arm", (PyCFunction)CoreChannel_ready_arm, METH_O,
      "Private: arm the descriptor for receiving (False) or sending (True); True if ready now."},
+    {"_ready_drains", (PyCFunction)CoreChannel_ready_drains, METH_NOARGS,
+     "Private: how many calls on this handle drained a signal from its descriptor."},
     {"_state", (PyCFunction)CoreChannel_state, METH_NOARGS,
      "Private: the shared counters and flags, as a dict."},
     {"_sleeps", (PyCFunction)CoreChannel_sleeps, METH_NOARGS,

@@ -76,6 +76,7 @@ class AsyncChannel:
         """Wrap ``channel`` (this takes one of its readiness slots: see ``fileno()``)."""
         self._ch = channel
         self._fd = channel.fileno()
+        self._pid = os.getpid()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._reading = False
@@ -156,6 +157,9 @@ class AsyncChannel:
     async def _readable(self, deadline: float | None) -> None:
         """Park until the descriptor is readable, a re-check is due, or the deadline."""
         loop = asyncio.get_running_loop()
+        if self._pid != os.getpid():  # a forked child: its own descriptor, no parent's state
+            self._fd, self._pid = self._ch.fileno(), os.getpid()
+            self._loop, self._waiters, self._reading = None, [], False
         if loop is not self._loop:
             if self._waiters:
                 raise RuntimeError("this AsyncChannel is waited on in another event loop; use "
@@ -185,13 +189,17 @@ class AsyncChannel:
                 self._stop_reading()
 
     async def _retry(self, call: Callable[[], T], lacking: type[Exception],
-                     timeout: float | None) -> T:
+                     timeout: float | None, tried: bool) -> T:
         """Call ``call`` (non-blocking) until it does not raise ``lacking`` or time is up.
 
-        The caller's first try raised ``lacking`` and armed the descriptor. Each later try is
-        synchronous, right after the wake-up, in the step that returns its result.
+        ``tried``: the caller's own first try raised ``lacking`` (and armed the descriptor),
+        with no other coroutine parked on this channel. Each try is synchronous, in the step
+        that returns its result. A try that failed after draining a signal from the descriptor
+        may have taken one meant for another parked coroutine (a sender's, say, by a
+        receiver): those are woken to look again.
         """
-        if self.spin > 0:  # poll first (blocking the loop for at most `spin`)
+        ch = self._ch
+        if tried and self.spin > 0:  # poll first (blocking the loop for at most `spin`)
             until = time.perf_counter() + self.spin
             while time.perf_counter() < until:
                 try:
@@ -201,14 +209,29 @@ class AsyncChannel:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
+            if not tried:
+                drains = ch._ready_drains()
+                try:
+                    return call()
+                except lacking:
+                    if self._waiters and ch._ready_drains() != drains:
+                        self._on_readable()
+            tried = False
             if deadline is not None and loop.time() >= deadline:
                 what = "no message arrived" if lacking is Empty else "no room came free"
                 raise lacking(f"{what} within {timeout:g} s")
             await self._readable(deadline)
+
+    async def _call(self, call: Callable[[], T], lacking: type[Exception],
+                    timeout: float | None) -> T:
+        if not self._waiters:
             try:
                 return call()
             except lacking:
-                pass
+                if timeout is not None and timeout <= 0:
+                    raise
+            return await self._retry(call, lacking, timeout, True)
+        return await self._retry(call, lacking, timeout, False)
 
     # --- receiving -------------------------------------------------------------------------
 
@@ -220,21 +243,18 @@ class AsyncChannel:
             EndOfChannel: the channel was closed for sending and is drained.
             DecodeError, CorruptChannel: as :meth:`Channel.recv`.
         """
-        try:
-            return self._ch.recv_nowait()
-        except Empty:
-            if timeout is not None and timeout <= 0:
-                raise
-        return await self._retry(self._ch.recv_nowait, Empty, timeout)
+        if not self._waiters:  # the fast path, inline
+            try:
+                return self._ch.recv_nowait()
+            except Empty:
+                if timeout is not None and timeout <= 0:
+                    raise
+            return await self._retry(self._ch.recv_nowait, Empty, timeout, True)
+        return await self._retry(self._ch.recv_nowait, Empty, timeout, False)
 
     async def recv_bytes(self, timeout: float | None = None) -> bytes:
         """Receive one message as bytes (see :meth:`recv`)."""
-        try:
-            return self._ch.recv_bytes_nowait()
-        except Empty:
-            if timeout is not None and timeout <= 0:
-                raise
-        return await self._retry(self._ch.recv_bytes_nowait, Empty, timeout)
+        return await self._call(self._ch.recv_bytes_nowait, Empty, timeout)
 
     async def recv_many(self, max_count: int, timeout: float | None = None) -> list[Any]:
         """Receive between 1 and ``max_count`` objects under one lock (see
@@ -244,12 +264,7 @@ class AsyncChannel:
         def call() -> list[Any]:
             return ch.recv_many(max_count, 0)
 
-        try:
-            return call()
-        except Empty:
-            if timeout is not None and timeout <= 0:
-                raise
-        return await self._retry(call, Empty, timeout)
+        return await self._call(call, Empty, timeout)
 
     async def recv_many_bytes(self, max_count: int,
                               timeout: float | None = None) -> list[bytes]:
@@ -259,12 +274,7 @@ class AsyncChannel:
         def call() -> list[bytes]:
             return ch.recv_many_bytes(max_count, 0)
 
-        try:
-            return call()
-        except Empty:
-            if timeout is not None and timeout <= 0:
-                raise
-        return await self._retry(call, Empty, timeout)
+        return await self._call(call, Empty, timeout)
 
     def __aiter__(self) -> AsyncChannel:
         return self
@@ -285,22 +295,19 @@ class AsyncChannel:
             EncodeError, MessageTooLarge, ChannelClosed: as :meth:`Channel.send`.
         """
         ch = self._ch
-        try:
-            return ch.send_nowait(obj)
-        except Full:
-            if timeout is not None and timeout <= 0:
-                raise
-        await self._retry(lambda: ch.send_nowait(obj), Full, timeout)
+        if not self._waiters:  # the fast path, inline
+            try:
+                return ch.send_nowait(obj)
+            except Full:
+                if timeout is not None and timeout <= 0:
+                    raise
+            return await self._retry(lambda: ch.send_nowait(obj), Full, timeout, True)
+        await self._retry(lambda: ch.send_nowait(obj), Full, timeout, False)
 
     async def send_bytes(self, data: Any, timeout: float | None = None) -> None:
         """Send one message of raw bytes, waiting for room (see :meth:`send`)."""
         ch = self._ch
-        try:
-            return ch.send_bytes_nowait(data)
-        except Full:
-            if timeout is not None and timeout <= 0:
-                raise
-        await self._retry(lambda: ch.send_bytes_nowait(data), Full, timeout)
+        await self._call(lambda: ch.send_bytes_nowait(data), Full, timeout)
 
     async def send_many(self, messages: Iterable[Any], timeout: float | None = None) -> None:
         """Send several objects in order, each batch that fits under one lock.
@@ -331,13 +338,7 @@ class AsyncChannel:
             sent = len(items)
 
         try:
-            return call()
-        except Full as exc:
-            if timeout is not None and timeout <= 0:
-                exc.sent = sent  # type: ignore[attr-defined]
-                raise
-        try:
-            await self._retry(call, Full, timeout)
+            await self._call(call, Full, timeout)
         except (Full, asyncio.CancelledError) as exc:
             setattr(exc, "sent", sent)  # noqa: B010 (CancelledError has no such attribute)
             raise
@@ -409,12 +410,7 @@ class AsyncRecordChannel(AsyncChannel):
         def call() -> tuple[Any, ...]:
             return ch.recv_tuple(0)
 
-        try:
-            return call()
-        except Empty:
-            if timeout is not None and timeout <= 0:
-                raise
-        return await self._retry(call, Empty, timeout)
+        return await self._call(call, Empty, timeout)
 
     async def send_record(self, value: Any, timeout: float | None = None) -> None:
         """Send one record: a value of the record type, a tuple or a dict of its fields."""

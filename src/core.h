@@ -197,6 +197,7 @@ struct shmipc_channel {
     int ready_fd, ready_slot;
     _Atomic int ready_local;
     _Atomic int ready_tx;
+    _Atomic uint64_t ready_drains; /* armings that drained a signal (maybe another waiter's) */
     _Atomic uint64_t ready_sent[READY_SLOTS];
     /* open claims: the lock held and where */
     bool send_claimed, recv_claimed;

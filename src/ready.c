@@ -85,13 +85,11 @@ void ready_repair(shmipc_channel *ch) {
     }
 }
 
-int shmipc_channel_ready_fd(shmipc_channel *ch, int *fd) {
-    refresh_after_fork(ch);
-    if (ch->ready_fd >= 0) {
+static int ready_register(shmipc_channel *ch, int *fd) {
+    if (ch->ready_fd >= 0) { /* another thread registered meanwhile */
         *fd = ch->ready_fd;
         return SHMIPC_OK;
     }
-    *fd = -1;
     int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s < 0) return SHMIPC_ESYSTEM; /* out of descriptors or memory */
     uint64_t me = identity_of_self(ch);
@@ -132,6 +130,16 @@ int shmipc_channel_ready_fd(shmipc_channel *ch, int *fd) {
     return SHMIPC_ENOSLOT;
 }
 
+int shmipc_channel_ready_fd(shmipc_channel *ch, int *fd) {
+    refresh_after_fork(ch);
+    *fd = ch->ready_fd;
+    if (*fd >= 0) return SHMIPC_OK;
+    pthread_mutex_lock(&ch->follow); /* one registration per handle, whatever the threads */
+    int rc = ready_register(ch, fd);
+    pthread_mutex_unlock(&ch->follow);
+    return rc;
+}
+
 void ready_release(shmipc_channel *ch) {
     if (ch->ready_fd >= 0) {
         close(ch->ready_fd); /* the name is free from here on */
@@ -156,6 +164,7 @@ void ready_prepare(shmipc_channel *ch, int role) {
      * again). Armed already and nothing drained: a signal for the epoch is still to come. */
     if (!(local & bit) || drained)
         atomic_fetch_add_explicit(&ch->hdr->ready_epochs[slot], 1, memory_order_relaxed);
+    if (drained) atomic_fetch_add_explicit(&ch->ready_drains, 1, memory_order_relaxed);
     /* The epoch before the bit: a signaller that loads the bit (acquire) sees the epoch.
      * The fence pairs with the waker's fence between its commit and its load of the mask. */
     atomic_fetch_or_explicit(&ch->hdr->ready_armed[role], (uint64_t)1 << slot,
@@ -219,6 +228,10 @@ void ready_signal(shmipc_channel *ch, uint64_t armed) {
             else atomic_store_explicit(&ch->ready_sent[slot], epoch, memory_order_relaxed);
         }
     }
+}
+
+uint64_t shmipc_channel_ready_drains(const shmipc_channel *ch) {
+    return atomic_load_explicit(&ch->ready_drains, memory_order_relaxed);
 }
 
 int shmipc_channel_ready_arm(shmipc_channel *ch, int what) {

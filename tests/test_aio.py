@@ -638,3 +638,47 @@ def test_the_asyncio_benchmark_rows_run_and_check_every_message(tmp_path: Path):
     assert len(rows["bars"]) == 6
     for bar in rows["bars"]:
         assert f"- {bar['bar']}: **{bar['verdict']}**" in proc.stdout
+
+
+def test_regression_a_sender_arming_does_not_swallow_a_parked_receivers_signal(channel_path):
+    # One handle, two coroutines: a receiver parked for a message; a message arrives (one
+    # signal on the shared descriptor); then, before the loop polls, a sender on the same
+    # handle finds the producer lock held by another process and arms for its release -
+    # draining the receiver's signal. The receiver must be woken anyway, or it waits for the
+    # sender and the sender for the lock (the periodic re-check is off here).
+    ch = shmipc.Channel.create(channel_path, 4096)
+    other = shmipc.Channel.open(channel_path)
+    release = channel_path.with_suffix(".release")
+    holder = start_python("""
+        import os, sys, time, shmipc
+        ch = shmipc.Channel.open(sys.argv[1])
+        sys.stdin.close()
+        with ch.send_view(8) as buf:          # holds the producer lock
+            buf[:] = b"holder.."
+            print("held", flush=True)
+            while not os.path.exists(sys.argv[2]):
+                time.sleep(0.005)
+        """, str(channel_path), str(release))
+
+    async def main() -> list[bytes]:
+        ach = AsyncChannel(ch)
+        receiver = asyncio.ensure_future(ach.recv_bytes())
+        await asyncio.sleep(0.01)
+        assert ach._waiters  # parked on the descriptor
+        other.send_bytes_nowait(b"message")  # one signal for the receiver
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        receiver.add_done_callback(lambda _: release.touch())  # then the holder lets go
+        await ach.send_bytes(b"mine")  # its first try runs now, before the loop polls
+        return [await receiver, other.recv_bytes(timeout=5), other.recv_bytes(timeout=5)]
+
+    try:
+        assert asyncio.run(asyncio.wait_for(main(), 15)) == [b"message", b"holder..", b"mine"]
+        assert holder.wait(timeout=30) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        for stream in (holder.stdout, holder.stderr):
+            if stream:
+                stream.close()
+        other.close()
+        ch.close()
