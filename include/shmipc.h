@@ -222,6 +222,10 @@ int shmipc_channel_ready_arm(shmipc_channel *ch, int what);
  * when this count moves (shmipc.aio does). */
 uint64_t shmipc_channel_ready_drains(const shmipc_channel *ch);
 
+/* As shmipc_channel_ready_arm without arming and without a descriptor: 1 if `what` may hold
+ * now (from two position loads: cheap enough to poll), 0 if not, EINVAL for a bad `what`. */
+int shmipc_channel_ready_peek(shmipc_channel *ch, int what);
+
 /* A consistent-enough snapshot of the shared counters, for statistics. */
 typedef struct {
     uint64_t write_position, read_position, sent, received, recoveries;

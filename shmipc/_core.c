@@ -1073,6 +1073,12 @@ static PyObject *CoreChannel_ready_arm(CoreChannel *self, PyObject *sending) {
     return PyBool_FromLong(rc);
 }
 
+static PyObject *CoreChannel_ready_peek(CoreChannel *self, PyObject *sending) {
+    if (self->ch == NULL) return closed_handle();
+    return PyBool_FromLong(shmipc_channel_ready_peek(
+        self->ch, sending == Py_True ? SHMIPC_READY_SEND : SHMIPC_READY_RECV));
+}
+
 static PyObject *CoreChannel_ready_drains(CoreChannel *self, PyObject *unused) {
     (void)unused;
     if (self->ch == NULL) return closed_handle();
@@ -1240,6 +1246,9 @@ static PyMethodDef CoreChannel_methods[] = {
      "    TooManyWaiters: all 28 readiness slots are held by live handles."},
     {"_ready_arm", (PyCFunction)CoreChannel_ready_arm, METH_O,
      "Private: arm the descriptor for receiving (False) or sending (True); True if ready now."},
+    {"_ready_peek", (PyCFunction)CoreChannel_ready_peek, METH_O,
+     "Private: whether a message may be waiting (False) or room be free (True), without "
+     "arming anything."},
     {"_ready_drains", (PyCFunction)CoreChannel_ready_drains, METH_NOARGS,
      "Private: how many calls on this handle drained a signal from its descriptor."},
     {"_state", (PyCFunction)CoreChannel_state, METH_NOARGS,

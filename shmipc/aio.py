@@ -199,13 +199,17 @@ class AsyncChannel:
         receiver): those are woken to look again.
         """
         ch = self._ch
-        if tried and self.spin > 0:  # poll first (blocking the loop for at most `spin`)
-            until = time.perf_counter() + self.spin
-            while time.perf_counter() < until:
-                try:
-                    return call()
-                except lacking:
-                    pass
+        if self.spin > 0 and not self._waiters:  # poll first, blocking the loop up to `spin`
+            peek, sending = ch._ready_peek, lacking is Full
+            clock = time.perf_counter
+            until = clock() + self.spin
+            while clock() < until:
+                if peek(sending):  # two loads of the positions: cheap to poll
+                    try:
+                        return call()
+                    except lacking:
+                        pass
+            tried = False  # a real try arms the descriptor before parking
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -224,7 +228,7 @@ class AsyncChannel:
 
     async def _call(self, call: Callable[[], T], lacking: type[Exception],
                     timeout: float | None) -> T:
-        if not self._waiters:
+        if not self._waiters and not self.spin:
             try:
                 return call()
             except lacking:
@@ -243,7 +247,7 @@ class AsyncChannel:
             EndOfChannel: the channel was closed for sending and is drained.
             DecodeError, CorruptChannel: as :meth:`Channel.recv`.
         """
-        if not self._waiters:  # the fast path, inline
+        if not self._waiters and not self.spin:  # the fast path, inline
             try:
                 return self._ch.recv_nowait()
             except Empty:
@@ -295,7 +299,7 @@ class AsyncChannel:
             EncodeError, MessageTooLarge, ChannelClosed: as :meth:`Channel.send`.
         """
         ch = self._ch
-        if not self._waiters:  # the fast path, inline
+        if not self._waiters and not self.spin:  # the fast path, inline
             try:
                 return ch.send_nowait(obj)
             except Full:

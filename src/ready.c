@@ -234,17 +234,26 @@ uint64_t shmipc_channel_ready_drains(const shmipc_channel *ch) {
     return atomic_load_explicit(&ch->ready_drains, memory_order_relaxed);
 }
 
-int shmipc_channel_ready_arm(shmipc_channel *ch, int what) {
-    refresh_after_fork(ch);
-    if (ch->ready_fd < 0 || (what != SHMIPC_READY_RECV && what != SHMIPC_READY_SEND))
-        return SHMIPC_EINVAL;
+/* Whether `what` may hold now, from the positions (no lock, no arming). */
+static int ready_now(shmipc_channel *ch, int what) {
     struct shmipc_header *h = ch->hdr;
-    ready_prepare(ch, what == SHMIPC_READY_RECV ? ROLE_ITEMS : ROLE_SPACE);
-    /* fenced: these loads are after the arming */
     uint64_t w = atomic_load_explicit(&h->write_position, memory_order_acquire);
     uint64_t r = atomic_load_explicit(&h->read_position, memory_order_acquire);
     int closed = atomic_load_explicit(&h->closed, memory_order_acquire) != 0;
     if (what == SHMIPC_READY_RECV) return w != r || closed ? 1 : 0;
     uint64_t used = w - r;
     return closed || used > ch->capacity || ch->capacity - used >= 2 * FRAME_HEADER ? 1 : 0;
+}
+
+int shmipc_channel_ready_arm(shmipc_channel *ch, int what) {
+    refresh_after_fork(ch);
+    if (ch->ready_fd < 0 || (what != SHMIPC_READY_RECV && what != SHMIPC_READY_SEND))
+        return SHMIPC_EINVAL;
+    ready_prepare(ch, what == SHMIPC_READY_RECV ? ROLE_ITEMS : ROLE_SPACE);
+    return ready_now(ch, what); /* fenced: its loads are after the arming */
+}
+
+int shmipc_channel_ready_peek(shmipc_channel *ch, int what) {
+    if (what != SHMIPC_READY_RECV && what != SHMIPC_READY_SEND) return SHMIPC_EINVAL;
+    return ready_now(ch, what);
 }
