@@ -682,3 +682,60 @@ def test_regression_a_sender_arming_does_not_swallow_a_parked_receivers_signal(c
                 stream.close()
         other.close()
         ch.close()
+
+
+def test_a_producer_killed_between_its_commit_and_its_signal_costs_one_recheck(monkeypatch):
+    monkeypatch.setattr(AsyncChannel, "recheck_interval", 0.25)
+    ch = shmipc.Channel.anonymous(4096)
+
+    def killed_after_commit() -> None:
+        shmipc._core._killpoint("send_committed")  # SIGKILL after the commit, before the signal
+        ch.send("last words")
+
+    async def main() -> object:
+        ach = AsyncChannel(ch)
+        receiver = asyncio.ensure_future(ach.recv())
+        await asyncio.sleep(0.05)
+        assert ach._waiters
+        pid = fork_run(killed_after_commit)
+        assert join(pid, 30) == -signal.SIGKILL
+        return await asyncio.wait_for(receiver, 10)  # found by the re-check
+
+    try:
+        assert asyncio.run(main()) == "last words"
+    finally:
+        ch.close()
+
+
+def test_a_sender_parked_on_a_lock_whose_holder_dies_takes_it_over(monkeypatch, channel_path):
+    monkeypatch.setattr(AsyncChannel, "recheck_interval", 0.25)
+    ch = shmipc.Channel.create(channel_path, 4096)
+    holder = start_python("""
+        import sys, time, shmipc
+        ch = shmipc.Channel.open(sys.argv[1])
+        with ch.send_view(8) as buf:      # holds the producer lock until killed
+            print("held", flush=True)
+            time.sleep(60)
+        """, str(channel_path))
+
+    async def main() -> None:
+        ach = AsyncChannel(ch)
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        sender = asyncio.ensure_future(ach.send("after the holder"))
+        await asyncio.sleep(0.05)
+        assert ach._waiters and not sender.done()  # parked: the holder is alive
+        holder.kill()
+        holder.wait(timeout=30)
+        await asyncio.wait_for(sender, 10)  # the re-check judges it dead and takes over
+
+    try:
+        asyncio.run(main())
+        assert ch.recv(timeout=5) == "after the holder"
+        assert ch.statistics().recoveries == 1
+    finally:
+        holder.kill()
+        holder.wait()
+        for stream in (holder.stdout, holder.stderr):
+            if stream:
+                stream.close()
+        ch.close()
