@@ -156,7 +156,10 @@ void ready_prepare(shmipc_channel *ch, int role) {
     int slot = ch->ready_slot;
     char buf[16];
     bool drained = false;
-    while (recv(ch->ready_fd, buf, sizeof buf, MSG_DONTWAIT) >= 0) drained = true;
+    /* Bounded: anyone in the network namespace may send to the name (a spurious wake-up at
+     * worst); what a flood leaves queued keeps the descriptor readable, which is allowed. */
+    for (int n = 0; n < 64 && recv(ch->ready_fd, buf, sizeof buf, MSG_DONTWAIT) >= 0; n++)
+        drained = true;
     int bit = 1 << role;
     int local = atomic_fetch_or_explicit(&ch->ready_local, bit, memory_order_relaxed);
     /* A new epoch when this handle was not armed for the role (every signaller may signal it
