@@ -41,6 +41,10 @@ def wait(objects: Iterable[Any], timeout: float | None = None) -> list[Any]:
     faster): receive with ``recv_nowait()`` and treat :class:`~shmipc.errors.Empty` as "not
     this time". A channel that had a message when the call began is never missed.
 
+    Each channel handle given gets its readiness descriptor here (see ``Channel.fileno``: it
+    holds one of the channel's 28 readiness slots until the handle is closed, and from then on
+    the handle's ``*_nowait`` calls never wait for a lock).
+
     Args:
         objects: channels, objects with ``fileno()``, or descriptors.
         timeout: seconds to wait at most; None waits until one is ready; 0 only looks.
