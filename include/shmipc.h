@@ -222,6 +222,11 @@ int shmipc_channel_ready_arm(shmipc_channel *ch, int what);
  * when this count moves (shmipc.aio does). */
 uint64_t shmipc_channel_ready_drains(const shmipc_channel *ch);
 
+/* Nobody waits on this handle's descriptor any more: read what is queued on it and disarm
+ * every role, so that no peer signals it until a call arms it again. For an event loop that
+ * keeps the descriptor registered while nothing waits (shmipc.aio). */
+void shmipc_channel_ready_quiet(shmipc_channel *ch);
+
 /* As shmipc_channel_ready_arm without arming and without a descriptor: 1 if `what` may hold
  * now (from two position loads: cheap enough to poll), 0 if not, EINVAL for a bad `what`. */
 int shmipc_channel_ready_peek(shmipc_channel *ch, int what);

@@ -1079,6 +1079,13 @@ static PyObject *CoreChannel_ready_peek(CoreChannel *self, PyObject *sending) {
         self->ch, sending == Py_True ? SHMIPC_READY_SEND : SHMIPC_READY_RECV));
 }
 
+static PyObject *CoreChannel_ready_quiet(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    shmipc_channel_ready_quiet(self->ch);
+    Py_RETURN_NONE;
+}
+
 static PyObject *CoreChannel_ready_drains(CoreChannel *self, PyObject *unused) {
     (void)unused;
     if (self->ch == NULL) return closed_handle();
@@ -1249,6 +1256,8 @@ static PyMethodDef CoreChannel_methods[] = {
     {"_ready_peek", (PyCFunction)CoreChannel_ready_peek, METH_O,
      "Private: whether a message may be waiting (False) or room be free (True), without "
      "arming anything."},
+    {"_ready_quiet", (PyCFunction)CoreChannel_ready_quiet, METH_NOARGS,
+     "Private: nobody waits on the descriptor: drain it and disarm every role."},
     {"_ready_drains", (PyCFunction)CoreChannel_ready_drains, METH_NOARGS,
      "Private: how many calls on this handle drained a signal from its descriptor."},
     {"_state", (PyCFunction)CoreChannel_state, METH_NOARGS,

@@ -21,7 +21,10 @@ that returns it, never across an ``await``, so a cancelled ``await ch.recv()`` (
 
 Hazards: a handle is used by one event loop at a time. From its first use here the handle's
 ``*_nowait`` calls never wait for a lock (see :meth:`Channel.fileno`). A peer killed between
-its commit and its signal costs a waiter at most :attr:`AsyncChannel.recheck_interval`.
+its commit and its signal costs a waiter at most :attr:`AsyncChannel.recheck_interval`. Once
+it has waited, an AsyncChannel keeps its descriptor registered with the loop (a registration
+per wait cost more than the rest of a wake-up): close it (or use ``async with``) rather than
+closing the wrapped channel directly while the loop runs.
 """
 
 from __future__ import annotations
@@ -120,7 +123,10 @@ class AsyncChannel:
         return self._fd
 
     def close(self) -> None:
-        """Close the wrapped channel handle; coroutines parked on it raise ChannelClosed."""
+        """Close the wrapped channel handle; coroutines parked on it raise ChannelClosed.
+
+        Also takes the descriptor off the event loop it was registered with.
+        """
         waiters, self._waiters = self._waiters, []
         for fut in waiters:
             if not fut.done():
@@ -146,9 +152,17 @@ class AsyncChannel:
         self._reading = False
 
     def _on_readable(self) -> None:
-        # One-shot: the descriptor stays readable until a call re-arms it, which the woken
-        # coroutines do (or they take what they waited for).
-        self._stop_reading()
+        # The reader stays registered while this channel is used on the loop (a registration
+        # per wait costs more than the rest of the wake-up). Readable with coroutines parked:
+        # wake them all; each tries again, and a try that fails re-arms (and drains). Readable
+        # with none parked - every parked coroutine is in _waiters, from its failed try on -:
+        # drain it and disarm, so that peers stop signalling a handle nobody waits on.
+        if self._waiters:
+            self._wake_all()
+        else:
+            self._ch._ready_quiet()
+
+    def _wake_all(self) -> None:
         waiters, self._waiters = self._waiters, []
         for fut in waiters:
             if not fut.done():
@@ -164,7 +178,7 @@ class AsyncChannel:
             if self._waiters:
                 raise RuntimeError("this AsyncChannel is waited on in another event loop; use "
                                    "one AsyncChannel (and handle) per loop")
-            self._reading = False  # a reader on a previous loop died with that loop
+            self._stop_reading()  # from the previous loop, if it still runs
             self._loop = loop
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
@@ -185,8 +199,6 @@ class AsyncChannel:
                 self._waiters.remove(fut)
             except ValueError:
                 pass
-            if not self._waiters:
-                self._stop_reading()
 
     async def _retry(self, call: Callable[[], T], lacking: type[Exception],
                      timeout: float | None, tried: bool) -> T:
@@ -219,7 +231,7 @@ class AsyncChannel:
                     return call()
                 except lacking:
                     if self._waiters and ch._ready_drains() != drains:
-                        self._on_readable()
+                        self._wake_all()
             tried = False
             if deadline is not None and loop.time() >= deadline:
                 what = "no message arrived" if lacking is Empty else "no room came free"

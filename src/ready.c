@@ -152,14 +152,29 @@ void ready_release(shmipc_channel *ch) {
     if (tx >= 0) close(tx);
 }
 
-void ready_prepare(shmipc_channel *ch, int role) {
-    int slot = ch->ready_slot;
+/* Read what is queued on the descriptor; true if anything was. Bounded: anyone in the network
+ * namespace may send to the name (a spurious wake-up at worst); what a flood leaves queued
+ * keeps the descriptor readable, which is allowed. */
+static bool ready_drain(shmipc_channel *ch) {
     char buf[16];
     bool drained = false;
-    /* Bounded: anyone in the network namespace may send to the name (a spurious wake-up at
-     * worst); what a flood leaves queued keeps the descriptor readable, which is allowed. */
     for (int n = 0; n < 64 && recv(ch->ready_fd, buf, sizeof buf, MSG_DONTWAIT) >= 0; n++)
         drained = true;
+    return drained;
+}
+
+void shmipc_channel_ready_quiet(shmipc_channel *ch) {
+    refresh_after_fork(ch);
+    if (ch->ready_fd < 0) return;
+    ready_drain(ch);
+    /* Disarmed: the next arming raises the epoch, so a signal drained here is never the one
+     * a signaller's record says it sent for an arming to come. */
+    ready_drop(ch, (1 << ROLES) - 1);
+}
+
+void ready_prepare(shmipc_channel *ch, int role) {
+    int slot = ch->ready_slot;
+    bool drained = ready_drain(ch);
     int bit = 1 << role;
     int local = atomic_fetch_or_explicit(&ch->ready_local, bit, memory_order_relaxed);
     /* A new epoch when this handle was not armed for the role (every signaller may signal it

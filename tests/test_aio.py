@@ -739,3 +739,34 @@ def test_a_sender_parked_on_a_lock_whose_holder_dies_takes_it_over(monkeypatch, 
             if stream:
                 stream.close()
         ch.close()
+
+
+def test_an_async_channel_nobody_waits_on_is_disarmed(channel_path):
+    # After a receive that timed out the handle is armed; the first signal finds nobody
+    # parked: the loop drains and disarms it, so that producers stop signalling it.
+    ch = shmipc.Channel.create(channel_path, 1 << 16)
+    other = shmipc.Channel.open(channel_path)
+
+    def armed() -> int:
+        buf = ch._mapping.buffer
+        return int.from_bytes(buf[layout.READY_ARMED:layout.READY_ARMED + 8], "little")
+
+    async def main() -> None:
+        ach = AsyncChannel(ch)
+        with pytest.raises(shmipc.Empty):
+            await ach.recv(timeout=0.01)
+        assert armed() != 0
+        for i in range(100):
+            other.send(i)
+        for _ in range(100):  # a few turns of the loop: the reader callback runs
+            await asyncio.sleep(0)
+            if armed() == 0:
+                break
+        assert armed() == 0
+        assert [await ach.recv() for _ in range(100)] == list(range(100))
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+        ch.close()
