@@ -921,8 +921,9 @@ def main(argv: list[str] | None = None) -> int:
                         "matched by prefix (e.g. shmipc,iceoryx2,os.pipe); a system's variants "
                         "come with it")
     parser.add_argument("--workloads", default="", help="comma-separated subset of the table's "
-                        "workloads: small,4k,1m,pingpong,batch64,producers,idle,sweep,bridge "
-                        "(prefixes)")
+                        "workloads: small,4k,1m,pingpong,batch64,producers,idle,sweep,bridge,"
+                        "aio (prefixes; bridge and aio: the rows of benchmarks/bridge.py and "
+                        "benchmarks/aio.py, in the full run and when named)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "throughput.png"))
     parser.add_argument("--no-plot", action="store_true")
@@ -966,12 +967,15 @@ def main(argv: list[str] | None = None) -> int:
             volume = (4 << 20) if quick else (128 << 20)
             plan.append((f"sweep{size}", "bytes", max(10, min(n_4k, volume // size)), size, 1))
 
-    # The bridge rows (benchmarks/bridge.py): in a full run, or when named.
+    # The bridge rows (benchmarks/bridge.py) and the asyncio rows (benchmarks/aio.py): in a
+    # full run, or when named.
     with_bridge = not quick and not args.systems
+    run_aio = not quick
     if args.workloads:
         wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
         plan = [item for item in plan if any(item[0].startswith(w) for w in wanted)]
         with_bridge = any("bridge".startswith(w) for w in wanted)
+        run_aio = any("aio".startswith(w) for w in wanted)
 
     raw: dict[str, dict[str, list[dict[str, Any] | None]]] = {}
     loads = [load()]
@@ -1003,6 +1007,12 @@ def main(argv: list[str] | None = None) -> int:
     if with_bridge:
         bridge = run_bridge(quick, reps)
         loads.append(load())
+    aio_rows = None
+    if run_aio:
+        import aio as aio_bench  # benchmarks/aio.py: the asyncio rows
+
+        aio_rows = aio_bench.run(quick, reps)
+        print(f"# asyncio rows done, {time.time() - started:.0f} s", file=sys.stderr)
 
     medians: dict[str, dict[str, dict[str, float | None]]] = {
         label: {name: {key: median_of(runs, key) for key in KEYS}
@@ -1021,6 +1031,15 @@ def main(argv: list[str] | None = None) -> int:
           "within one run only):")
     for bar in bars:
         print(f"- {bar['bar']}: **{bar['verdict']}** — {bar['detail']}")
+    if aio_rows is not None:
+        print()
+        print(aio_rows["table"])
+        for name, reason in aio_rows["unavailable"].items():
+            print(f"n/a — {name}: {reason}")
+        print()
+        print("asyncio bars (this run):")
+        for bar in aio_rows["bars"]:
+            print(f"- {bar['bar']}: **{bar['verdict']}** — {bar['detail']}")
     elapsed = time.time() - started
     document = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -1038,6 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": table,
         "bars": bars,
         "bridge": bridge,
+        "aio": aio_rows,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(document, indent=1))

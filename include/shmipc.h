@@ -62,7 +62,8 @@ enum {
     SHMIPC_EINVAL = -16,      /* a bad argument, or a claim used out of order */
     SHMIPC_EKIND = -17,       /* a record channel: the message is not exactly record_size bytes */
     SHMIPC_EWOULDBLOCK = -18, /* SHMIPC_TRY only: the operation would have to wait */
-    SHMIPC_EDUPLICATE = -19   /* send_sequenced: that sequence was applied already */
+    SHMIPC_EDUPLICATE = -19,  /* send_sequenced: that sequence was applied already */
+    SHMIPC_ENOSLOT = -20      /* every readiness slot of the channel is taken (ready_fd) */
 };
 
 /* Channel kinds (the header's kind field). */
@@ -198,6 +199,57 @@ int shmipc_channel_recv_position(shmipc_channel *ch, uint64_t *position);
  * drain what is left and then get EEND. Waits (up to timeout_ns) for a send in progress:
  * returns OK, EFULL (the producer lock stayed held until the timeout), EINTR. */
 int shmipc_channel_close_send(shmipc_channel *ch, int64_t timeout_ns);
+
+/* Readiness as a file descriptor, for select/poll/epoll and event loops.
+ *
+ * shmipc_channel_ready_fd returns (in *fd) a descriptor owned by the handle that becomes
+ * readable when what this handle waits for may have happened: a message may be waiting, room
+ * may be free, a lock it found held was released, or the channel was closed. The first call
+ * claims one of the channel's 28 ready slots (SHMIPC_ENOSLOT when all are taken by live
+ * handles; slots of dead processes are repaired) and binds a datagram socket in the abstract
+ * namespace; later calls return the same descriptor; shmipc_channel_close releases both.
+ * A new descriptor is readable at once (nothing is armed before the first call that finds
+ * nothing to do), so the rule below holds from the first wait on.
+ * Returns OK, ENOSLOT, EPERM, ESYSTEM (out of descriptors).
+ *
+ * The rule is one: wait until the descriptor is readable, then call with a timeout of 0 until
+ * the call returns EEMPTY (or EFULL for a send); that call re-arms the descriptor, which then
+ * stays quiet until what the call lacked may have changed. A spurious wake-up is possible, a
+ * missed one is not (except as below). Never read the descriptor yourself.
+ *
+ * With a descriptor open, a call with a timeout of 0 on this handle waits for nothing, not
+ * even for a lock held by another process for longer than a copy takes: it returns EEMPTY or
+ * EFULL and arms the descriptor for the release (a holder proven dead is taken over at once).
+ * Sends and receives with a timeout of 0 may be made from an event loop.
+ *
+ * shmipc_channel_ready_arm arms the descriptor without receiving or sending: `what` is
+ * SHMIPC_READY_RECV (a message may be waiting) or SHMIPC_READY_SEND (room may be free).
+ * Returns 1 if that holds now (or the channel was closed), 0 if armed: the descriptor becomes
+ * readable once it may hold; EINVAL without a descriptor.
+ *
+ * Hazards: fork() - a child does not inherit the parent's descriptor (its copy is closed at
+ * the child's first call on the handle; ask again). A peer killed between its commit and its
+ * signal leaves the descriptor quiet until the next commit: poll with a timeout (shmipc's own
+ * waits re-check every 0.25 s). Processes in different network namespaces cannot signal each
+ * other's descriptors (the socket's name lives in the network namespace). */
+enum { SHMIPC_READY_RECV = 1, SHMIPC_READY_SEND = 2 };
+int shmipc_channel_ready_fd(shmipc_channel *ch, int *fd);
+int shmipc_channel_ready_arm(shmipc_channel *ch, int what);
+
+/* How many times a call on this handle drained a signal from its descriptor. A handle waited
+ * on by several waiters of an event loop (one receiving, one sending) shares one descriptor:
+ * a call of one that drained a signal may have taken the other's, so the loop wakes the others
+ * when this count moves (shmipc.aio does). */
+uint64_t shmipc_channel_ready_drains(const shmipc_channel *ch);
+
+/* Nobody waits on this handle's descriptor any more: read what is queued on it and disarm
+ * every role, so that no peer signals it until a call arms it again. For an event loop that
+ * keeps the descriptor registered while nothing waits (shmipc.aio). */
+void shmipc_channel_ready_quiet(shmipc_channel *ch);
+
+/* As shmipc_channel_ready_arm without arming and without a descriptor: 1 if `what` may hold
+ * now (from two position loads: cheap enough to poll), 0 if not, EINVAL for a bad `what`. */
+int shmipc_channel_ready_peek(shmipc_channel *ch, int what);
 
 /* A consistent-enough snapshot of the shared counters, for statistics. */
 typedef struct {

@@ -28,7 +28,7 @@
 #define CLAIM_MAX 65536   /* and at most this many in one claim */
 
 static PyObject *Empty, *Full, *EndOfChannel, *ChannelClosed, *MessageTooLarge,
-    *CorruptChannel, *NotAChannel, *IncompatibleChannel, *DecodeError;
+    *CorruptChannel, *NotAChannel, *IncompatibleChannel, *DecodeError, *TooManyWaiters;
 
 typedef struct {
     PyObject_HEAD
@@ -512,12 +512,14 @@ static int split_array(const unsigned char *packed, size_t n, size_t count,
 
 
 /* Run `call` with SHMIPC_TRY holding the GIL, then, if it would wait and the caller allows
- * waiting, again with the GIL released. */
+ * waiting, again with the GIL released. With a readiness descriptor open, a timeout of 0 runs
+ * once holding the GIL: the core then waits for nothing (it arms the descriptor instead). */
+#define NEVER_WAITS(self, timeout_ns) ((timeout_ns) == 0 && (self)->ch->ready_fd >= 0)
 #define RUN_CORE(self, rc, timeout_ns, call_with_flags)                                    \
     do {                                                                                   \
-        int flags = SHMIPC_TRY;                                                            \
+        int flags = NEVER_WAITS(self, timeout_ns) ? 0 : SHMIPC_TRY;                        \
         rc = (call_with_flags);                                                            \
-        if (rc == SHMIPC_EWOULDBLOCK) {                                                    \
+        if (rc == SHMIPC_EWOULDBLOCK && flags) {                                           \
             flags = 0;                                                                     \
             self->calls++;                                                                 \
             Py_BEGIN_ALLOW_THREADS rc = (call_with_flags);                                 \
@@ -692,7 +694,8 @@ static PyObject *CoreChannel_send_nowait(CoreChannel *self, PyObject *obj) {
 static PyObject *send_iov(CoreChannel *self, const struct iovec *iov, size_t count,
                           int64_t timeout_ns) {
     size_t sent = 0, total;
-    int rc = shmipc_channel_sendv(self->ch, iov, count, &sent, timeout_ns, SHMIPC_TRY);
+    int rc = shmipc_channel_sendv(self->ch, iov, count, &sent, timeout_ns,
+                                  NEVER_WAITS(self, timeout_ns) ? 0 : SHMIPC_TRY);
     total = sent;
     if (rc == SHMIPC_EWOULDBLOCK) { /* the rest, waiting for room, without the GIL */
         self->calls++;
@@ -1312,6 +1315,53 @@ static PyObject *CoreChannel_send_finish(CoreChannel *self, PyObject *used) {
     Py_RETURN_NONE;
 }
 
+/* --- readiness ------------------------------------------------------------------------ */
+
+static PyObject *CoreChannel_fileno(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    int fd, rc = shmipc_channel_ready_fd(self->ch, &fd);
+    if (rc == SHMIPC_ENOSLOT) {
+        PyErr_SetString(TooManyWaiters,
+                        "every readiness slot of this channel (28) is held by a live handle; "
+                        "close handles that no longer wait, or share one handle per process");
+        return NULL;
+    }
+    if (rc != SHMIPC_OK) return raise_code(self, rc, 0, 0);
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *CoreChannel_ready_arm(CoreChannel *self, PyObject *sending) {
+    if (self->ch == NULL) return closed_handle();
+    int rc = shmipc_channel_ready_arm(
+        self->ch, PyObject_IsTrue(sending) ? SHMIPC_READY_SEND : SHMIPC_READY_RECV);
+    if (rc < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "call fileno() first: this handle has no readiness "
+                                            "descriptor to arm");
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *CoreChannel_ready_peek(CoreChannel *self, PyObject *sending) {
+    if (self->ch == NULL) return closed_handle();
+    return PyBool_FromLong(shmipc_channel_ready_peek(
+        self->ch, sending == Py_True ? SHMIPC_READY_SEND : SHMIPC_READY_RECV));
+}
+
+static PyObject *CoreChannel_ready_quiet(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    shmipc_channel_ready_quiet(self->ch);
+    Py_RETURN_NONE;
+}
+
+static PyObject *CoreChannel_ready_drains(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    return PyLong_FromUnsignedLongLong(shmipc_channel_ready_drains(self->ch));
+}
+
 /* --- state ---------------------------------------------------------------------------- */
 
 static PyObject *CoreChannel_state(CoreChannel *self, PyObject *unused) {
@@ -1460,6 +1510,30 @@ static PyMethodDef CoreChannel_methods[] = {
      "Private: claim room for a message of up to size bytes; its offset in the data area."},
     {"_send_finish", (PyCFunction)CoreChannel_send_finish, METH_O,
      "Private: commit the first n bytes of the claim as a message, or abort it (None)."},
+    {"fileno", (PyCFunction)CoreChannel_fileno, METH_NOARGS,
+     "fileno()\n--\n\nA file descriptor that becomes readable when a message may be waiting "
+     "(or, after a send_nowait that raised Full, when room may be free), for select, poll, "
+     "selectors and event loops.\n\nThe rule: wait until it is readable, then call "
+     "recv_nowait() (or send_nowait()) until it raises Empty (Full); that re-arms it. A "
+     "spurious wake-up is possible, a missed one is not. Never read the descriptor yourself. "
+     "The first call claims one of the channel's 28 readiness slots; the descriptor belongs to "
+     "this handle and is closed with it.\n\nFrom the first call on, the *_nowait calls of this "
+     "handle wait for nothing, not even for a lock another process holds longer than a copy "
+     "takes: they raise Empty (Full) and arm the descriptor for the lock's release.\n\n"
+     "Hazards: a forked child gets its own descriptor (call fileno() again in the child); a peer "
+     "killed between its commit and its signal leaves the descriptor quiet until the next "
+     "message, so wait with a timeout (shmipc.wait and shmipc.aio re-check every 0.25 s); "
+     "processes in different network namespaces cannot signal each other.\n\nRaises:\n"
+     "    TooManyWaiters: all 28 readiness slots are held by live handles."},
+    {"_ready_arm", (PyCFunction)CoreChannel_ready_arm, METH_O,
+     "Private: arm the descriptor for receiving (False) or sending (True); True if ready now."},
+    {"_ready_peek", (PyCFunction)CoreChannel_ready_peek, METH_O,
+     "Private: whether a message may be waiting (False) or room be free (True), without "
+     "arming anything."},
+    {"_ready_quiet", (PyCFunction)CoreChannel_ready_quiet, METH_NOARGS,
+     "Private: nobody waits on the descriptor: drain it and disarm every role."},
+    {"_ready_drains", (PyCFunction)CoreChannel_ready_drains, METH_NOARGS,
+     "Private: how many calls on this handle drained a signal from its descriptor."},
     {"_state", (PyCFunction)CoreChannel_state, METH_NOARGS,
      "Private: the shared counters and flags, as a dict."},
     {"_sleeps", (PyCFunction)CoreChannel_sleeps, METH_NOARGS,
@@ -1542,14 +1616,14 @@ static PyObject *core_header_offsets(PyObject *mod, PyObject *unused) {
 #define OFF(f) #f, (Py_ssize_t)offsetof(struct shmipc_header, f)
     return Py_BuildValue(
         "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:n,s:n,s:n,s:n,s:n,s:n}",
+        "s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
         OFF(magic), OFF(format_version), OFF(header_size), OFF(capacity), OFF(kind),
         OFF(record_size), OFF(channel_id), OFF(creator_pid), OFF(schema_length),
         OFF(created_ns), OFF(header_crc), OFF(schema), OFF(write_position), OFF(sent_total),
         OFF(producer_lock), OFF(read_position), OFF(received_total), OFF(consumer_lock),
         OFF(closed), OFF(semaphore_generation), OFF(recoveries), OFF(sleepers),
         OFF(namespaces), OFF(sequence_last), OFF(sequence_previous), OFF(sequence_end),
-        OFF(waiter_slots));
+        OFF(waiter_slots), OFF(ready_armed), OFF(ready_owners), OFF(ready_epochs));
 #undef OFF
 }
 
@@ -1655,6 +1729,7 @@ static int import_errors(void) {
         {&ChannelClosed, "ChannelClosed"}, {&MessageTooLarge, "MessageTooLarge"},
         {&CorruptChannel, "CorruptChannel"}, {&NotAChannel, "NotAChannel"},
         {&IncompatibleChannel, "IncompatibleChannel"}, {&DecodeError, "DecodeError"},
+        {&TooManyWaiters, "TooManyWaiters"},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if ((*table[i].slot = PyObject_GetAttrString(errors, table[i].name)) == NULL) {

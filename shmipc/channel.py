@@ -114,7 +114,8 @@ class Channel(_core.CoreChannel):
     ``send_many``/``recv_many`` move batches under one lock; ``recv_view``/``send_view`` read
     and write a message in place. Blocking calls take ``timeout=`` (seconds, None waits
     forever) and raise :class:`Full` or :class:`Empty` when it expires; the ``*_nowait`` forms
-    raise at once.
+    raise at once. :meth:`fileno` is a readiness descriptor for ``select``/``poll`` and event
+    loops (``shmipc.wait``, ``shmipc.aio``).
 
     Hazards: a channel file truncated by another program while mapped makes the next access
     fault (SIGBUS), which no library can catch; shmipc detects it at :meth:`open` and in

@@ -26,6 +26,7 @@ __all__ = [
     "NotAChannel",
     "PeerDied",
     "ShmipcError",
+    "TooManyWaiters",
     "WrongStartMethod",
 ]
 
@@ -139,4 +140,12 @@ class WrongStartMethod(ShmipcError):
     An anonymous mapping is inherited only through ``fork()``; ``spawn`` and ``forkserver``
     (the default from Python 3.14) start a fresh interpreter that cannot see it. Use a file
     channel (``Channel.create(path)``), which pickles by path and works with every start method.
+    """
+
+
+class TooManyWaiters(ShmipcError):
+    """Every readiness slot of a channel is held by a live handle (``fileno()``, asyncio).
+
+    A channel has 28; each handle that waits on a descriptor holds one until it is closed.
+    Slots of processes that died are repaired. Close handles that no longer wait.
     """

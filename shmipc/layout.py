@@ -42,6 +42,10 @@ that this module, the C compiler's layout and the document agree). The fixed par
        784    8  sequence_end      ...and the position after that message: the applied
                                    sequence is sequence_last once write_position reached it
       1024  512  waiter_slots      64 x u64: identity of each slot's owner, 0 = free
+      1536   32  ready_armed       4 x u64 masks, by role as sleepers: bit i = ready slot i
+                                   (a waiter on a file descriptor) wants a signal for that role
+      1600  224  ready_owners      28 x u64: identity of each ready slot's owner, 0 = free
+      1824  224  ready_epochs      28 x u64: raised by a slot's owner each time it arms
       4096       data area         ``capacity`` bytes of frames
 
 A frame is an 8-byte header (``length | tag << 32`` as one little-endian uint64), the payload,
@@ -110,6 +114,10 @@ SEQUENCE_PREVIOUS = 776
 SEQUENCE_END = 784
 WAITER_SLOTS = 1024
 WAITER_SLOT_COUNT = 64
+READY_ARMED = 1536
+READY_OWNERS = 1600
+READY_EPOCHS = 1824
+READY_SLOT_COUNT = 28
 LIVE = struct.Struct("<QQQ40xQQQ40xIIQ")
 """The live fields from WRITE_POSITION to RECOVERIES, for readers of a snapshot (inspect)."""
 

@@ -342,6 +342,11 @@ class RecordChannel:
     def spin(self, seconds: float) -> None:
         self._ring.spin = seconds
 
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when a record may be waiting (see
+        :meth:`Channel.fileno`: the rule, the readiness slot it takes, the hazards)."""
+        return self._ring.fileno()
+
     @property
     def semaphore_names(self) -> dict[str, str]:
         """The POSIX names of this channel's semaphores now, by role."""

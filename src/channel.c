@@ -68,6 +68,8 @@ int shmipc_channel_attach(void *base, size_t size, shmipc_channel **out) {
     ch->max_message = capacity / 2 - FRAME_HEADER;
     ch->key = key;
     ch->spin_ns = DEFAULT_SPIN_NS;
+    ch->ready_fd = ch->ready_slot = -1;
+    atomic_init(&ch->ready_tx, -1);
     pthread_mutex_init(&ch->follow, NULL);
     ch->sem_generation =
         atomic_load_explicit(&ch->hdr->semaphore_generation, memory_order_acquire);
@@ -126,6 +128,7 @@ void shmipc_channel_close(shmipc_channel *ch) {
     refresh_after_fork(ch); /* a claim open at fork() is the parent's: not ours to abort */
     shmipc_channel_send_abort(ch);
     shmipc_channel_recv_abort(ch);
+    ready_release(ch);
     for (int role = 0; role < ROLES; role++) sem_close(sem_of(ch, role));
     for (int k = 0; k < ch->nretired; k++)
         for (int role = 0; role < ROLES; role++) sem_close(ch->retired[k][role]);
@@ -200,9 +203,19 @@ static int wait_room(shmipc_channel *ch, uint64_t w, uint64_t need, budget *b, i
     uint64_t free_bytes, used = w - ch->seen_read;
     if (used <= ch->capacity && ch->capacity - used >= need) return SHMIPC_OK;
     int rc = refresh_read(ch, w, &free_bytes);
-    if (rc != SHMIPC_OK || free_bytes >= need) return rc;
-    if (flags & SHMIPC_TRY) return SHMIPC_EWOULDBLOCK;
-    if (budget_expired(b)) return SHMIPC_EFULL;
+    if (rc != SHMIPC_OK) return rc;
+    if (free_bytes >= need) {
+        ready_disarm(ch, 1 << ROLE_SPACE);
+        return SHMIPC_OK;
+    }
+    if ((flags & SHMIPC_TRY) || budget_expired(b)) {
+        if (ready_on(ch)) { /* a consumer's commit from here on signals the descriptor */
+            ready_prepare(ch, ROLE_SPACE);
+            if ((rc = refresh_read(ch, w, &free_bytes)) != SHMIPC_OK || free_bytes >= need)
+                return rc;
+        }
+        return flags & SHMIPC_TRY ? SHMIPC_EWOULDBLOCK : SHMIPC_EFULL;
+    }
     int64_t spin = spin_for(ch, 1), started = now_ns();
     if (spin > 0) { /* a consumer is usually on its way: poll its position first */
         int64_t until = started + spin;
@@ -302,6 +315,10 @@ int shmipc_channel_sendv(shmipc_channel *ch, const struct iovec *msgs, size_t co
         uint64_t used = w - ch->seen_read;
         if (used > ch->capacity || ch->capacity - used < end - w) {
             rc = refresh_read(ch, w, &free_bytes);
+            if (rc == SHMIPC_OK && free_bytes < end - w && ready_on(ch)) {
+                ready_prepare(ch, ROLE_SPACE); /* a consumer's commit signals from here on */
+                rc = refresh_read(ch, w, &free_bytes);
+            }
             if (rc == SHMIPC_OK && free_bytes < end - w) rc = SHMIPC_EWOULDBLOCK;
             if (rc != SHMIPC_OK) {
                 release_producer(ch);
@@ -453,6 +470,7 @@ int shmipc_channel_close_send(shmipc_channel *ch, int64_t timeout_ns) {
     atomic_store_explicit(&ch->hdr->closed, 1, memory_order_release);
     lock_release(ch, ROLE_PLOCK);
     wake_all(ch, ROLE_ITEMS); /* every sleeper re-checks and sees the end */
+    wake(ch, ROLE_SPACE);     /* and a sender waiting for room on a descriptor, ChannelClosed */
     return SHMIPC_OK;
 }
 
@@ -470,7 +488,7 @@ static void release_consumer(shmipc_channel *ch, bool more) {
  * lock is held and *r, *w are the positions. Waits (spin, then sleep) up to the deadline. */
 static int wait_items(shmipc_channel *ch, budget *b, int flags, uint64_t *r, uint64_t *w) {
     int slot = -1, rc;
-    bool spun = ch->spin_ns <= 0, slept = false;
+    bool spun = ch->spin_ns <= 0, slept = false, armed = false;
     int64_t spin = 0, started = 0;
     for (;;) {
         if ((rc = lock_acquire(ch, ROLE_CLOCK, b, true, flags)) != SHMIPC_OK)
@@ -484,6 +502,7 @@ static int wait_items(shmipc_channel *ch, budget *b, int flags, uint64_t *r, uin
             rc = SHMIPC_ECORRUPT;
         } else if (*w != *r) {
             slot_unregister(ch, slot);
+            ready_disarm(ch, 1 << ROLE_ITEMS);
             if (slept) spin_learn(ch, 0, spin, now_ns() - started);
             return SHMIPC_OK; /* the lock stays held */
         } else if (atomic_load_explicit(&ch->hdr->closed, memory_order_acquire)) {
@@ -503,6 +522,17 @@ static int wait_items(shmipc_channel *ch, budget *b, int flags, uint64_t *r, uin
         }
         lock_release(ch, ROLE_CLOCK);
         if (rc == SHMIPC_EEND) wake(ch, ROLE_ITEMS); /* pass the news on to the next sleeper */
+        if ((rc == SHMIPC_EWOULDBLOCK || rc == SHMIPC_EEMPTY) && ready_on(ch) && !armed) {
+            /* Not waiting here: arm the descriptor, then re-check (fenced), so that a commit
+             * either is seen now or signals it. */
+            armed = true;
+            ready_prepare(ch, ROLE_ITEMS);
+            if (atomic_load_explicit(&ch->hdr->write_position, memory_order_acquire) != *r ||
+                atomic_load_explicit(&ch->hdr->closed, memory_order_acquire)) {
+                rc = SHMIPC_OK;
+                continue;
+            }
+        }
         if (rc != SHMIPC_OK) break;
         uint64_t empty_at = *r;
         if (!spun) { /* poll the write position (no lock, no system call) before sleeping */

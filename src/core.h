@@ -13,6 +13,9 @@
  *    a sleeper sets its bit, issues a seq_cst fence and re-reads the position; the other side
  *    stores the position, issues a seq_cst fence and reads the mask. At least one of the two
  *    sees the other, so no wake-up is lost. Nothing here assumes x86's ordering.
+ *  - the readiness masks (ready_armed, for waiters on a file descriptor) are the same Dekker
+ *    pair: the waiter raises its slot's epoch, sets its bit (seq_cst), fences and re-checks;
+ *    wake() loads the mask after the waker's fence (see ready.c).
  */
 #ifndef SHMIPC_CORE_H
 #define SHMIPC_CORE_H
@@ -54,6 +57,11 @@
 #define forget_held_locks shmipc__forget_held_locks
 #define header_validate shmipc__header_validate
 #define header_crc shmipc__header_crc
+#define ready_prepare shmipc__ready_prepare
+#define ready_signal shmipc__ready_signal
+#define ready_drop shmipc__ready_drop
+#define ready_release shmipc__ready_release
+#define ready_repair shmipc__ready_repair
 
 #define SHMIPC_MAGIC "SHMIPC\x1a\n"
 #define MIN_CAPACITY 4096u
@@ -64,6 +72,7 @@
 #define TAG_PADDING 2u
 #define WAITER_SLOTS 64
 #define NAMESPACE_SLOTS 16
+#define READY_SLOTS 28 /* handles per channel with a readiness descriptor (fileno) */
 #define SLICE_NS 250000000LL /* a sleeper re-checks positions and lock holders this often */
 #define UNREGISTERED_SLICE_NS 2000000LL /* ... and this often when no waiter slot was free */
 
@@ -123,7 +132,13 @@ struct shmipc_header {
     _Atomic uint64_t sequence_end;          /*  784 */
     uint8_t reserved5[232];                 /*  792 */
     _Atomic uint64_t waiter_slots[WAITER_SLOTS];  /* 1024 identity of each slot's owner */
-    uint8_t reserved6[2560];                /* 1536 .. 4096 */
+    /* readiness: waiters on a file descriptor (ready.c); the armed masks sit alone on their
+     * cache line, which every wake-up loads and only an arming or disarming waiter writes */
+    _Atomic uint64_t ready_armed[ROLES];    /* 1536 bit i: ready slot i wants a signal for role */
+    uint8_t ready_reserved[32];             /* 1568 */
+    _Atomic uint64_t ready_owners[READY_SLOTS]; /* 1600 identity of each ready slot's owner */
+    _Atomic uint64_t ready_epochs[READY_SLOTS]; /* 1824 raised by the owner as it arms */
+    uint8_t reserved6[2048];                /* 2048 .. 4096 */
 };
 
 _Static_assert(sizeof(struct shmipc_header) == SHMIPC_HEADER_SIZE, "header is one page");
@@ -176,6 +191,14 @@ struct shmipc_channel {
     uint64_t seen_read, seen_write;
     /* sleeps of this handle that ended by a token, and without one (diagnostics) */
     _Atomic uint64_t sleeps_woken, sleeps_expired;
+    /* readiness (ready.c): the datagram socket bound to this handle's ready slot, -1 = none;
+     * the roles this handle has armed (bit per role); the socket it signals others from; the
+     * epoch of each ready slot this handle signalled last (one signal per arming) */
+    int ready_fd, ready_slot;
+    _Atomic int ready_local;
+    _Atomic int ready_tx;
+    _Atomic uint64_t ready_drains; /* armings that drained a signal (maybe another waiter's) */
+    _Atomic uint64_t ready_sent[READY_SLOTS];
     /* open claims: the lock held and where */
     bool send_claimed, recv_claimed;
     uint64_t send_position, send_room, recv_next, recv_count;
@@ -226,6 +249,26 @@ void cpu_relax(void);
 int held_by_this_thread(const shmipc_channel *ch, int role);
 void note_held(const shmipc_channel *ch, int role, bool held);
 void forget_held_locks(void);
+
+/* ready.c */
+static inline bool ready_on(const shmipc_channel *ch) { return ch->ready_fd >= 0; }
+/* A call that may not wait: with a readiness descriptor open, a timeout of 0 waits for
+ * nothing, not even a lock (the descriptor is armed instead). */
+static inline bool ready_nowait(const shmipc_channel *ch, const budget *b) {
+    return ch->ready_fd >= 0 && b->timeout_ns == 0;
+}
+/* Arm `role` for this handle's descriptor (drain it, raise the epoch, set the bit, fence):
+ * the caller re-checks its condition afterwards, and a change from here on signals it. */
+void ready_prepare(shmipc_channel *ch, int role);
+/* Drop this handle's arming of the roles in `roles` (a bit per role): it got what it wanted. */
+void ready_drop(shmipc_channel *ch, int roles);
+static inline void ready_disarm(shmipc_channel *ch, int roles) {
+    if (__builtin_expect(atomic_load_explicit(&ch->ready_local, memory_order_relaxed) & roles, 0))
+        ready_drop(ch, roles);
+}
+void ready_signal(shmipc_channel *ch, uint64_t armed);      /* from wake(): `armed` was loaded */
+void ready_release(shmipc_channel *ch);                     /* unregister, close the socket */
+void ready_repair(shmipc_channel *ch);                      /* clear slots of dead owners */
 
 /* header.c */
 int header_validate(const void *base, size_t size);

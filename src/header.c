@@ -87,6 +87,7 @@ const char *shmipc_strerror(int code) {
     case SHMIPC_EKIND: return "another kind of channel (frames or records)";
     case SHMIPC_EWOULDBLOCK: return "the operation would wait";
     case SHMIPC_EDUPLICATE: return "that sequence was applied already";
+    case SHMIPC_ENOSLOT: return "every readiness slot of the channel is taken";
     default: return "unknown shmipc error";
     }
 }

@@ -40,6 +40,13 @@ void refresh_after_fork(shmipc_channel *ch) {
     /* A claim open at fork() belongs to the parent: it holds that lock, not this child. */
     ch->send_claimed = false;
     ch->recv_claimed = false;
+    /* The readiness slot and its socket are the parent's: this child asks for its own. */
+    if (ch->ready_fd >= 0) {
+        close(ch->ready_fd);
+        ch->ready_fd = -1;
+        ch->ready_slot = -1;
+        atomic_store_explicit(&ch->ready_local, 0, memory_order_relaxed);
+    }
     identity_of_self(ch);
 }
 

@@ -29,15 +29,48 @@ static bool try_take(_Atomic uint64_t *word, uint64_t *holder, uint64_t me) {
 
 static int taken(shmipc_channel *ch, int role, int slot) {
     slot_unregister(ch, slot);
+    ready_disarm(ch, 1 << role);
     note_held(ch, role, true);
     KILLPOINT(KP_LOCKED);
     return SHMIPC_OK;
+}
+
+/* The lock is held and the caller may not wait (SHMIPC_TRY, or a timeout of 0 with a
+ * readiness descriptor open): arm the descriptor for its release and try once more. */
+static int lock_unavailable(shmipc_channel *ch, int role, _Atomic uint64_t *word, uint64_t me,
+                            int flags) {
+    uint64_t holder;
+    if (!(flags & SHMIPC_TRY)) /* the time of a copy, no longer: the caller is an event loop */
+        for (int polls = 0; polls < LOCK_POLLS; polls++) {
+            cpu_relax();
+            if (atomic_load_explicit(word, memory_order_relaxed) == 0 &&
+                try_take(word, &holder, me))
+                return taken(ch, role, -1);
+        }
+    ready_prepare(ch, role); /* fenced: the compare-and-swap below sees a release before it */
+    if (try_take(word, &holder, me)) return taken(ch, role, -1);
+    if (!(flags & SHMIPC_TRY) && !identity_alive(ch, holder)) {
+        uint64_t dead = holder; /* nobody will release it: take it over as a waiter would */
+        if (atomic_compare_exchange_strong_explicit(word, &dead, me, memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            atomic_fetch_add_explicit(&ch->hdr->recoveries, 1, memory_order_relaxed);
+            KILLPOINT(KP_TAKEOVER);
+            return taken(ch, role, -1);
+        }
+    }
+    if (flags & SHMIPC_TRY) return SHMIPC_EWOULDBLOCK;
+    return role == ROLE_PLOCK ? SHMIPC_EFULL : SHMIPC_EEMPTY;
 }
 
 int lock_acquire(shmipc_channel *ch, int role, budget *b, bool grace, int flags) {
     _Atomic uint64_t *word = lock_word(ch, role);
     uint64_t me = identity_of_self(ch), holder;
     if (__builtin_expect(try_take(word, &holder, me), 1)) return taken(ch, role, -1);
+    if (ready_on(ch) && ((flags & SHMIPC_TRY) || ready_nowait(ch, b))) {
+        if (!(flags & SHMIPC_TRY) && holder == me && held_by_this_thread(ch, role))
+            return SHMIPC_EDEADLK;
+        return lock_unavailable(ch, role, word, me, flags);
+    }
     if (flags & SHMIPC_TRY) return SHMIPC_EWOULDBLOCK;
     if (holder == me && held_by_this_thread(ch, role)) return SHMIPC_EDEADLK;
 

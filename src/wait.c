@@ -166,7 +166,10 @@ int sleep_on(shmipc_channel *ch, int role, int64_t deadline, bool registered) {
 
 void wake(shmipc_channel *ch, int role) {
     /* The caller fenced (seq_cst) after its commit, so a sleeper registered before the commit
-     * is visible here, and one registered after it sees the commit. */
+     * is visible here, and one registered after it sees the commit. The same holds for a
+     * waiter on a descriptor (acquire: it also orders the slot epochs, see ready.c). */
+    uint64_t armed = atomic_load_explicit(&ch->hdr->ready_armed[role], memory_order_acquire);
+    if (__builtin_expect(armed != 0, 0)) ready_signal(ch, armed);
     uint64_t sleeping = atomic_load_explicit(&ch->hdr->sleepers[role], memory_order_relaxed);
     if (sleeping == 0) return;
     sem_t *sem = sem_of(ch, role);
@@ -176,6 +179,8 @@ void wake(shmipc_channel *ch, int role) {
 }
 
 void wake_all(shmipc_channel *ch, int role) {
+    uint64_t armed = atomic_load_explicit(&ch->hdr->ready_armed[role], memory_order_acquire);
+    if (armed != 0) ready_signal(ch, armed);
     uint64_t sleeping = atomic_load_explicit(&ch->hdr->sleepers[role], memory_order_relaxed);
     sem_t *sem = sem_of(ch, role);
     int value = 0;

@@ -415,6 +415,7 @@ C_PROGRAMS: dict[str, list[int | shmipc.Record]] = {
     "test_sendv": [4096, 4096],
     "test_fork": [4096],
     "test_format": [4096],
+    "test_ready": [4096],
     # Regressions: bugs these programs found in the core; each program's comment says which.
     "regression_open_record_channel": [PEOPLE],
     "regression_fork_close_releases_claim": [4096],
@@ -474,6 +475,8 @@ def test_the_c_header_layout_agrees_with_layout_py_and_format_md(cbuild):
         "semaphore_generation": layout.SEMAPHORE_GENERATION, "recoveries": layout.RECOVERIES,
         "sleepers": layout.SLEEPERS, "namespaces": layout.NAMESPACES,
         "waiter_slots": layout.WAITER_SLOTS, "sizeof": layout.HEADER_SIZE,
+        "ready_armed": layout.READY_ARMED, "ready_owners": layout.READY_OWNERS,
+        "ready_epochs": layout.READY_EPOCHS,
         "SHMIPC_HEADER_SIZE": layout.HEADER_SIZE, "SHMIPC_FORMAT_VERSION": layout.FORMAT_VERSION,
         "SHMIPC_KIND_FRAMES": int(layout.ChannelKind.FRAMES),
         "SHMIPC_KIND_RECORDS": int(layout.ChannelKind.RECORDS), "SHMIPC_SEM_NAME_MAX": 64,
@@ -482,7 +485,8 @@ def test_the_c_header_layout_agrees_with_layout_py_and_format_md(cbuild):
     # docs/FORMAT.md's tables say the same offsets.
     doc = (ROOT / "docs" / "FORMAT.md").read_text()
     for field in ("write_position", "read_position", "producer_lock", "consumer_lock",
-                  "closed", "semaphore_generation", "sleepers", "namespaces", "waiter_slots"):
+                  "closed", "semaphore_generation", "sleepers", "namespaces", "waiter_slots",
+                  "ready_armed", "ready_owners", "ready_epochs"):
         assert re.search(rf"^\| {c[field]} \| \d+ \| `{field}` \|", doc, re.M), field
 
 

@@ -251,3 +251,37 @@ def test_producer_blocked_on_a_full_channel_exits_cleanly_on_ctrl_c(demo_channel
     finally:
         producer.kill()
     assert status == 130 and "Traceback" not in err, err
+
+
+def test_asyncio_worker_and_blocking_client(tmp_path):
+    directory = tmp_path / f"squares-{uuid.uuid4().hex}"
+    worker = Proc(str(EXAMPLES / "asyncio" / "worker.py"), str(directory))
+    try:
+        assert worker.line() == "worker waiting for jobs"
+        client = run(str(EXAMPLES / "asyncio" / "client.py"), str(directory))
+        assert client.returncode == 0, client.stderr
+        assert client.stdout.splitlines() == [
+            "sent 5 jobs", *(f"result: {n} squared is {n * n}" for n in range(5))]
+        status, rest, err = worker.finish()
+        assert status == 0, err
+        assert rest == [*(f"job {n}: {n} squared is {n * n}" for n in range(5)),
+                        "no more jobs after 5: worker done"]
+        assert sorted(p.name for p in directory.iterdir()) == []  # the client removed both
+    finally:
+        worker.kill()
+        for name in ("jobs", "results"):
+            unlink_channel_names(directory / name)
+
+
+def test_asyncio_worker_exits_cleanly_on_ctrl_c(tmp_path):
+    directory = tmp_path / f"squares-{uuid.uuid4().hex}"
+    worker = Proc(str(EXAMPLES / "asyncio" / "worker.py"), str(directory))
+    try:
+        assert worker.line() == "worker waiting for jobs"
+        worker.popen.send_signal(signal.SIGINT)
+        status, rest, err = worker.finish()
+        assert status == 130 and rest == [] and "Traceback" not in err, err
+    finally:
+        worker.kill()
+        for name in ("jobs", "results"):
+            unlink_channel_names(directory / name)

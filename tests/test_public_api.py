@@ -10,7 +10,8 @@ def test_all_is_pinned():
         "IncompatibleChannel", "Mapping", "MappingError", "MappingKind", "MessageTooLarge",
         "NotAChannel", "PeerDied", "ShmipcError", "WrongStartMethod", "map_anonymous",
         "map_file", "RECORD_EXT_CODE", "FieldTooLong", "Record", "RecordArray", "RecordChannel",
-        "RecordError", "RecordStatistics",
+        "RecordError", "RecordStatistics", "TooManyWaiters", "wait", "AsyncChannel",
+        "AsyncRecordChannel",
     ])
 
 
@@ -32,3 +33,16 @@ def test_public_methods_are_documented():
     for name in dir(shmipc.Channel):
         if not name.startswith("_"):
             assert getattr(shmipc.Channel, name).__doc__, name
+
+
+def test_the_asyncio_face_is_documented_and_not_imported_by_import_shmipc():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, shmipc; print('asyncio' in "
+                          "sys.modules)"], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+    for cls in (shmipc.AsyncChannel, shmipc.AsyncRecordChannel):
+        for name in dir(cls):
+            if not name.startswith("_"):
+                assert getattr(cls, name).__doc__, name
