@@ -157,7 +157,7 @@ static PyObject *raise_code(CoreChannel *self, int rc, size_t size, int64_t time
     case SHMIPC_EKIND:
         PyErr_Format(IncompatibleChannel,
                      "a record channel takes messages of exactly %zu bytes (one record), not "
-                     "%zu; send records with send_record()",
+                     "%zu; send records with RecordChannel.send()",
                      shmipc_channel_record_size(self->ch), size);
         return NULL;
     case SHMIPC_EVERSION:
