@@ -1042,6 +1042,64 @@ static PyObject *CoreChannel_send_finish(CoreChannel *self, PyObject *used) {
     Py_RETURN_NONE;
 }
 
+/* --- queues: unfinished tasks and message counts (src/tasks.c) ------------------------- */
+
+static PyObject *CoreChannel_task_done(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    uint64_t left = 0;
+    if (shmipc_channel_task_done(self->ch, &left) != SHMIPC_OK) {
+        PyErr_SetString(PyExc_ValueError, "task_done() called too many times (more than "
+                                          "items were put)");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(left);
+}
+
+static PyObject *CoreChannel_tasks_unfinished(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    return PyLong_FromUnsignedLongLong(shmipc_channel_tasks_unfinished(self->ch));
+}
+
+static PyObject *CoreChannel_messages_waiting(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    return PyLong_FromUnsignedLongLong(shmipc_channel_messages_waiting(self->ch));
+}
+
+/* The result of a wait on counts: True when it ended by the condition, False at the timeout. */
+static PyObject *count_wait_result(CoreChannel *self, int rc, int64_t ns) {
+    if (rc == SHMIPC_OK) Py_RETURN_TRUE;
+    if (rc == SHMIPC_EWOULDBLOCK) Py_RETURN_FALSE;
+    return raise_code(self, rc, 0, ns);
+}
+
+static PyObject *CoreChannel_join_tasks(CoreChannel *self, PyObject *timeout) {
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    int rc;
+    RUN_CORE(self, rc, ns, shmipc_channel_join_tasks(self->ch, ns, flags));
+    return count_wait_result(self, rc, ns);
+}
+
+static PyObject *CoreChannel_wait_fewer(CoreChannel *self, PyObject *args) {
+    unsigned long long max_messages;
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "K|O:_wait_fewer", &max_messages, &timeout)) return NULL;
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    if (max_messages == 0) {
+        PyErr_SetString(PyExc_ValueError, "max_messages must be at least 1");
+        return NULL;
+    }
+    int rc;
+    RUN_CORE(self, rc, ns, shmipc_channel_wait_fewer(self->ch, max_messages, ns, flags));
+    return count_wait_result(self, rc, ns);
+}
+
 /* --- state ---------------------------------------------------------------------------- */
 
 static PyObject *CoreChannel_state(CoreChannel *self, PyObject *unused) {
@@ -1192,6 +1250,17 @@ static PyMethodDef CoreChannel_methods[] = {
      "Private: (sleeps ended by a wake-up, sleeps whose slice ran out) of this handle."},
     {"_holder_alive", (PyCFunction)CoreChannel_holder_alive, METH_O,
      "Private: judge a holder identity word as a waiter would (False: proven dead)."},
+    {"_task_done", (PyCFunction)CoreChannel_task_done, METH_NOARGS,
+     "Private: mark one task done (JoinableQueue); the tasks still unfinished. ValueError if "
+     "none is unfinished."},
+    {"_tasks_unfinished", (PyCFunction)CoreChannel_tasks_unfinished, METH_NOARGS,
+     "Private: messages ever sent less task_done calls ever made."},
+    {"_messages_waiting", (PyCFunction)CoreChannel_messages_waiting, METH_NOARGS,
+     "Private: messages sent and not yet received (a snapshot)."},
+    {"_join_tasks", (PyCFunction)CoreChannel_join_tasks, METH_O,
+     "Private: wait (up to timeout) until no task is unfinished; False at the timeout."},
+    {"_wait_fewer", (PyCFunction)CoreChannel_wait_fewer, METH_VARARGS,
+     "Private: wait (up to timeout) until fewer than max_messages wait; False at the timeout."},
     {"_detach", (PyCFunction)CoreChannel_detach, METH_NOARGS,
      "Private: release the core handle and the mapping's buffer."},
     {"_set_codec", (PyCFunction)CoreChannel_set_codec, METH_VARARGS,
@@ -1266,14 +1335,14 @@ static PyObject *core_header_offsets(PyObject *mod, PyObject *unused) {
 #define OFF(f) #f, (Py_ssize_t)offsetof(struct shmipc_header, f)
     return Py_BuildValue(
         "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:n,s:n,s:n,s:n,s:n,s:n}",
+        "s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
         OFF(magic), OFF(format_version), OFF(header_size), OFF(capacity), OFF(kind),
         OFF(record_size), OFF(channel_id), OFF(creator_pid), OFF(schema_length),
         OFF(created_ns), OFF(header_crc), OFF(schema), OFF(write_position), OFF(sent_total),
         OFF(producer_lock), OFF(read_position), OFF(received_total), OFF(consumer_lock),
         OFF(closed), OFF(semaphore_generation), OFF(recoveries), OFF(sleepers),
         OFF(namespaces), OFF(sequence_last), OFF(sequence_previous), OFF(sequence_end),
-        OFF(waiter_slots));
+        OFF(waiter_slots), OFF(tasks_done), OFF(queue_maxsize));
 #undef OFF
 }
 

@@ -42,6 +42,9 @@ that this module, the C compiler's layout and the document agree). The fixed par
        784    8  sequence_end      ...and the position after that message: the applied
                                    sequence is sequence_last once write_position reached it
       1024  512  waiter_slots      64 x u64: identity of each slot's owner, 0 = free
+      2048    8  tasks_done        shmipc.JoinableQueue: task_done() calls ever made; the
+                                   unfinished tasks are sent_total - tasks_done
+      2056    8  queue_maxsize     shmipc.Queue: its maxsize (0 = no bound but the ring)
       4096       data area         ``capacity`` bytes of frames
 
 A frame is an 8-byte header (``length | tag << 32`` as one little-endian uint64), the payload,
@@ -110,6 +113,8 @@ SEQUENCE_PREVIOUS = 776
 SEQUENCE_END = 784
 WAITER_SLOTS = 1024
 WAITER_SLOT_COUNT = 64
+TASKS_DONE = 2048
+QUEUE_MAXSIZE = 2056
 LIVE = struct.Struct("<QQQ40xQQQ40xIIQ")
 """The live fields from WRITE_POSITION to RECOVERIES, for readers of a snapshot (inspect)."""
 

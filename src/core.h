@@ -123,7 +123,12 @@ struct shmipc_header {
     _Atomic uint64_t sequence_end;          /*  784 */
     uint8_t reserved5[232];                 /*  792 */
     _Atomic uint64_t waiter_slots[WAITER_SLOTS];  /* 1024 identity of each slot's owner */
-    uint8_t reserved6[2560];                /* 1536 .. 4096 */
+    uint8_t reserved6[512];                 /* 1536 .. 2048 */
+    /* shmipc.Queue / JoinableQueue (bytes 2048..2303): see tasks.c */
+    _Atomic uint64_t tasks_done;            /* 2048 task_done() calls ever (JoinableQueue) */
+    _Atomic uint64_t queue_maxsize;         /* 2056 the Queue's maxsize, 0 = unbounded */
+    uint8_t reserved7[240];                 /* 2064 .. 2304 */
+    uint8_t reserved8[1792];                /* 2304 .. 4096 */
 };
 
 _Static_assert(sizeof(struct shmipc_header) == SHMIPC_HEADER_SIZE, "header is one page");

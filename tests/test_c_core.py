@@ -472,7 +472,8 @@ def test_the_c_header_layout_agrees_with_layout_py_and_format_md(cbuild):
         "consumer_lock": layout.CONSUMER_LOCK, "closed": layout.CLOSED,
         "semaphore_generation": layout.SEMAPHORE_GENERATION, "recoveries": layout.RECOVERIES,
         "sleepers": layout.SLEEPERS, "namespaces": layout.NAMESPACES,
-        "waiter_slots": layout.WAITER_SLOTS, "sizeof": layout.HEADER_SIZE,
+        "waiter_slots": layout.WAITER_SLOTS, "tasks_done": layout.TASKS_DONE,
+        "queue_maxsize": layout.QUEUE_MAXSIZE, "sizeof": layout.HEADER_SIZE,
         "SHMIPC_HEADER_SIZE": layout.HEADER_SIZE, "SHMIPC_FORMAT_VERSION": layout.FORMAT_VERSION,
         "SHMIPC_KIND_FRAMES": int(layout.ChannelKind.FRAMES),
         "SHMIPC_KIND_RECORDS": int(layout.ChannelKind.RECORDS), "SHMIPC_SEM_NAME_MAX": 64,
@@ -481,7 +482,8 @@ def test_the_c_header_layout_agrees_with_layout_py_and_format_md(cbuild):
     # docs/FORMAT.md's tables say the same offsets.
     doc = (ROOT / "docs" / "FORMAT.md").read_text()
     for field in ("write_position", "read_position", "producer_lock", "consumer_lock",
-                  "closed", "semaphore_generation", "sleepers", "namespaces", "waiter_slots"):
+                  "closed", "semaphore_generation", "sleepers", "namespaces", "waiter_slots",
+                  "tasks_done", "queue_maxsize"):
         assert re.search(rf"^\| {c[field]} \| \d+ \| `{field}` \|", doc, re.M), field
 
 

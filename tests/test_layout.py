@@ -35,6 +35,7 @@ def test_offsets_are_pinned():
     assert (layout.READ_POSITION, layout.RECEIVED_TOTAL, layout.CONSUMER_LOCK) == (448, 456, 464)
     assert (layout.CLOSED, layout.SEMAPHORE_GENERATION, layout.RECOVERIES) == (512, 516, 520)
     assert (layout.SLEEPERS, layout.NAMESPACES, layout.WAITER_SLOTS) == (576, 640, 1024)
+    assert (layout.TASKS_DONE, layout.QUEUE_MAXSIZE) == (2048, 2056)
     assert layout.LIVE.size == layout.RECOVERIES + 8 - layout.WRITE_POSITION
     # Each side's position on its own 64-byte cache line.
     assert layout.WRITE_POSITION // 64 != layout.READ_POSITION // 64
@@ -62,6 +63,7 @@ def test_the_c_compiler_lays_the_header_out_as_this_module_says():
     assert c["sleepers"] == layout.SLEEPERS
     assert c["namespaces"] == layout.NAMESPACES
     assert c["waiter_slots"] == layout.WAITER_SLOTS
+    assert (c["tasks_done"], c["queue_maxsize"]) == (layout.TASKS_DONE, layout.QUEUE_MAXSIZE)
     assert (c["sequence_last"], c["sequence_previous"], c["sequence_end"]) == (
         layout.SEQUENCE_LAST, layout.SEQUENCE_PREVIOUS, layout.SEQUENCE_END)
     assert _core.FORMAT_VERSION == layout.FORMAT_VERSION
@@ -81,7 +83,9 @@ def test_format_md_draws_the_same_offsets():
                          ("namespaces", layout.NAMESPACES),
                          ("sequence_last", layout.SEQUENCE_LAST),
                          ("sequence_end", layout.SEQUENCE_END),
-                         ("waiter_slots", layout.WAITER_SLOTS)):
+                         ("waiter_slots", layout.WAITER_SLOTS),
+                         ("tasks_done", layout.TASKS_DONE),
+                         ("queue_maxsize", layout.QUEUE_MAXSIZE)):
         assert re.search(rf"\|\s*{offset}\s*\|[^|\n]*\|\s*`{name}`", text), name
 
 
