@@ -3,7 +3,8 @@
 Layers, bottom up (a lower layer never imports a higher one): the compiled core ``_core`` (the
 per-message protocol, in C) and errors; mapping (mmap kinds, msync, munmap); layout (the
 header and frame format); sync (POSIX semaphore names); codec (msgpack, ext types); records
-(C-layout records, arrays over mappings); channel and record_channel (the public faces).
+(C-layout records, arrays over mappings); channel and record_channel (the public faces);
+queue (multiprocessing's Queue and JoinableQueue on a channel).
 """
 
 from .channel import DEFAULT_CAPACITY, Channel, ChannelStatistics
@@ -25,6 +26,7 @@ from .errors import (
     WrongStartMethod,
 )
 from .mapping import Mapping, MappingKind, map_anonymous, map_file
+from .queue import JoinableQueue, Queue
 from .record_channel import RecordChannel
 from .records import FieldTooLong, Record, RecordArray, RecordError
 
@@ -45,12 +47,14 @@ __all__ = [
     "FieldTooLong",
     "Full",
     "IncompatibleChannel",
+    "JoinableQueue",
     "Mapping",
     "MappingError",
     "MappingKind",
     "MessageTooLarge",
     "NotAChannel",
     "PeerDied",
+    "Queue",
     "Record",
     "RecordArray",
     "RecordChannel",

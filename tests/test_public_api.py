@@ -10,7 +10,7 @@ def test_all_is_pinned():
         "IncompatibleChannel", "Mapping", "MappingError", "MappingKind", "MessageTooLarge",
         "NotAChannel", "PeerDied", "ShmipcError", "WrongStartMethod", "map_anonymous",
         "map_file", "RECORD_EXT_CODE", "FieldTooLong", "Record", "RecordArray", "RecordChannel",
-        "RecordError",
+        "RecordError", "Queue", "JoinableQueue",
     ])
 
 
@@ -29,6 +29,7 @@ def test_errors_form_one_hierarchy():
 
 
 def test_public_methods_are_documented():
-    for name in dir(shmipc.Channel):
-        if not name.startswith("_"):
-            assert getattr(shmipc.Channel, name).__doc__, name
+    for cls in (shmipc.Channel, shmipc.Queue, shmipc.JoinableQueue):
+        for name in dir(cls):
+            if not name.startswith("_"):
+                assert getattr(cls, name).__doc__, (cls.__name__, name)
