@@ -65,6 +65,9 @@ sys.path.insert(0, str(ROOT))
 
 import shmipc  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_queue import ShmipcQueue, queue_bar  # noqa: E402
+
 SMALL = {"name": "b", "age": 20}
 CONSUMER_CPU = 0
 PRODUCER_CPU = 1
@@ -566,7 +569,7 @@ class SpinRing(System):
 
 
 ALL: list[System] = [Shmipc(), MpQueue(), MpPipe(), PosixMQ(), Zmq(), FasterFifo(), OsPipe(),
-                     Iceoryx2(), SpinRing()]
+                     Iceoryx2(), SpinRing(), ShmipcQueue()]  # type: ignore[list-item]
 VARIANTS: list[System] = [ShmipcSpin0(), ShmipcZeroCopy(), Iceoryx2ZeroCopy()]
 SHMIPC, ICEORYX2, SPIN_RING = Shmipc.name, Iceoryx2.name, SpinRing.name
 
@@ -1108,7 +1111,7 @@ def judge(medians: dict[str, dict[str, dict[str, float | None]]],
     def get(label: str, name: str | None, key: str) -> float | None:
         return medians.get(label, {}).get(name or "", {}).get(key)
 
-    peers = [s.name for s in ALL if s.name not in (SHMIPC, SPIN_RING)]
+    peers = [s.name for s in ALL if s.name not in (SHMIPC, SPIN_RING, ShmipcQueue.name)]
 
     def measured(label: str, key: str, among: list[str]) -> tuple[dict[str, float], list[str]]:
         got = {p: v for p in among if (v := get(label, p, key)) is not None}
@@ -1202,6 +1205,8 @@ def judge(medians: dict[str, dict[str, dict[str, float | None]]],
         best = min(got, key=lambda p: got[p])
         bar(text, ours <= got[best], f"shmipc spin=0 {ours:.1f} µs; {best} {got[best]:.1f} µs"
             + missing_note(missing))
+
+    bar(*queue_bar(get, MpQueue.name, FasterFifo.name, unavailable))  # type: ignore[arg-type]
 
     text = "idle blocked receiver < 1% of a CPU"
     ours = get("idle", SHMIPC, "idle_cpu_pct")

@@ -56,7 +56,7 @@ def test_benchmark_quick_run_checks_messages(tmp_path):
         assert medians["pingpong"][iceoryx2]["p50_us"]
         assert medians["1m"]["iceoryx2 loan + in place"]["msgs_per_s"]
     # One line per bar, each with a verdict.
-    assert len(document["bars"]) == 8
+    assert len(document["bars"]) == 9
     for bar in document["bars"]:
         assert bar["verdict"] in ("met", "NOT MET", "n/a"), bar
         assert f"- {bar['bar']}: **{bar['verdict']}**" in proc.stdout
