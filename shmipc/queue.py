@@ -249,7 +249,8 @@ class Queue:
             ``capacity`` only.
         capacity: bytes of the ring, rounded up to a power of two of at least 4096.
         serializer: ``"msgpack"`` (default: fast, language-neutral) or ``"pickle"``.
-        codec: msgpack settings (ext types, ``default=``) for the msgpack serializer.
+        codec: msgpack settings (ext types, ``default=``) for the msgpack serializer. A
+            codec is not sent to other processes: such a queue is shared by ``fork`` only.
         ctx: accepted for compatibility with ``multiprocessing.queues.Queue``; unused (a
             shmipc queue works with every start method).
     """
@@ -273,12 +274,14 @@ class Queue:
         channel._mapping.buffer[layout.QUEUE_MAXSIZE:layout.QUEUE_MAXSIZE + 8] = (
             min(maxsize, layout.U64_MASK).to_bytes(8, "little"))
         self._attach(channel, path, serializer)
+        self._custom_codec = codec is not None
 
     def _attach(self, channel: _QueueChannel, path: str, serializer: str) -> None:
         self._channel = channel
         self._path = path
         self._serializer = serializer
         self._closed = False
+        self._custom_codec = False
         if serializer == "pickle":
             channel._set_codec(*_pickle_codec())
         raw = bytes(channel._mapping.buffer[layout.QUEUE_MAXSIZE:layout.QUEUE_MAXSIZE + 8])
@@ -414,6 +417,11 @@ class Queue:
 
     def __reduce__(self) -> tuple[Any, ...]:
         channel = self._live()
+        if self._custom_codec:
+            raise TypeError(
+                "a queue made with codec= cannot be passed to a process started with spawn or "
+                "forkserver, or pickled: a codec holds functions and is not sent along. Use "
+                "the fork start method, or serializer='pickle'")
         token = None
         if _mp_context.get_spawning_popen() is not None:
             # Starting a child: hand it our descriptor, and with it our shared lock, so the

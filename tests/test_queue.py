@@ -103,6 +103,14 @@ def test_msgpack_by_default_and_pickle_on_request(make_queue):
         shmipc.Queue(serializer="json")
 
 
+def test_a_queue_with_its_own_codec_is_not_pickled(make_queue):
+    q = make_queue(codec=shmipc.Codec())
+    q.put(1)
+    assert q.get() == 1
+    with pytest.raises(TypeError, match="codec="):
+        pickle.dumps(q)
+
+
 def test_an_item_larger_than_half_the_ring_is_refused(make_queue):
     q = make_queue(capacity=4096)
     with pytest.raises(shmipc.MessageTooLarge):
