@@ -414,6 +414,7 @@ C_PROGRAMS: dict[str, list[int | shmipc.Record]] = {
     "test_sendv": [4096, 4096],
     "test_fork": [4096],
     "test_format": [4096],
+    "test_tasks": [4096],
     # Regressions: bugs these programs found in the core; each program's comment says which.
     "regression_open_record_channel": [PEOPLE],
     "regression_fork_close_releases_claim": [4096],
