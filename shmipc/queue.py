@@ -37,9 +37,6 @@ import pickle
 import time
 import uuid
 import weakref
-from multiprocessing import context as _mp_context
-from multiprocessing import reduction as _mp_reduction
-from multiprocessing import util as _mp_util
 from typing import Any, cast
 
 from . import layout, sync
@@ -195,15 +192,27 @@ class _ExitHook:
     Priority -100: in the main process it runs after multiprocessing has terminated its daemon
     children and joined the others, so a queue is removed by whoever really is last. Children
     that multiprocessing starts run it before they exit (they leave by ``os._exit`` after fork
-    and forkserver, which skips ``atexit``)."""
+    and forkserver, which skips ``atexit``). Installed with the first queue of a process, so
+    that ``import shmipc`` alone changes nothing at exit."""
 
     def register(self, _: object = None) -> None:
-        _mp_util.Finalize(None, _release_all, exitpriority=-100)
+        from multiprocessing import util
+
+        util.Finalize(None, _release_all, exitpriority=-100)
 
 
-_exit_hook = _ExitHook()
-_exit_hook.register()
-_mp_util.register_after_fork(_exit_hook, _ExitHook.register)
+_exit_hook: _ExitHook | None = None
+
+
+def _install_exit_hook() -> None:
+    global _exit_hook
+    if _exit_hook is not None:
+        return
+    from multiprocessing import util
+
+    _exit_hook = _ExitHook()
+    _exit_hook.register()
+    util.register_after_fork(_exit_hook, _ExitHook.register)
 
 
 def _pickle_codec() -> tuple[Any, Any]:
@@ -290,6 +299,7 @@ class Queue:
         self._send = channel.send
         self._recv = channel.recv
         self._attachment = _Attachment(channel, path)
+        _install_exit_hook()
 
     # --- multiprocessing.Queue's interface ---------------------------------------------------
 
@@ -422,11 +432,13 @@ class Queue:
                 "a queue made with codec= cannot be passed to a process started with spawn or "
                 "forkserver, or pickled: a codec holds functions and is not sent along. Use "
                 "the fork start method, or serializer='pickle'")
+        from multiprocessing import context, reduction
+
         token = None
-        if _mp_context.get_spawning_popen() is not None:
+        if context.get_spawning_popen() is not None:
             # Starting a child: hand it our descriptor, and with it our shared lock, so the
             # queue stays until the child has opened it, even if we close at once.
-            token = _mp_reduction.DupFd(channel._fd)
+            token = reduction.DupFd(channel._fd)
         return (_rebuild, (type(self), self._path, self._serializer, token))
 
     def __repr__(self) -> str:
