@@ -180,6 +180,22 @@ def test_a_queue_pickled_by_path_is_a_second_handle(make_queue):
         pickle.loads(data)
 
 
+def put_square(q, n):
+    q.put(n * n)
+    return n
+
+
+def test_a_queue_passed_as_a_pool_task_argument_is_reopened_by_path(make_queue):
+    # multiprocessing.Queue refuses this (RuntimeError); a shmipc queue pickles by path.
+    import multiprocessing
+
+    q = make_queue()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        assert pool.starmap(put_square, [(q, n) for n in range(6)], chunksize=1) == list(
+            range(6))
+    assert sorted(q.get(timeout=10) for _ in range(6)) == [n * n for n in range(6)]
+
+
 def test_joinable_queue_counts_tasks(make_queue):
     q = make_queue(shmipc.JoinableQueue)
     assert q.join(timeout=0) is True
