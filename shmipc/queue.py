@@ -156,14 +156,28 @@ def queue_channel_id(path: str) -> bytes | None:
 
 
 class _Attachment:
-    """One process's hold on a queue: the channel handle, released once."""
+    """One process's hold on a queue: the channel handle, released once.
 
-    __slots__ = ("channel", "path", "__weakref__")
+    The shared lock is on the channel's descriptor, whose open file the mapping shares (Python's
+    mmap keeps a duplicate): it is let go when both are closed. A child of ``fork()`` inherits
+    that open file, so it takes a lock of its own on a fresh descriptor at once
+    (:func:`_lock_again_after_fork`): each process can then let go of its own hold without
+    touching another's, which :meth:`abandon` needs.
+    """
+
+    __slots__ = ("channel", "path", "opener", "own_lock", "__weakref__")
 
     def __init__(self, channel: _QueueChannel, path: str) -> None:
         self.channel: _QueueChannel | None = channel
         self.path = path
+        self.opener = os.getpid()  # the process whose open file the channel's descriptor is
+        self.own_lock = -1  # a fork child's own locked descriptor
         _attachments.add(self)
+
+    def _drop_own_lock(self) -> None:
+        fd, self.own_lock = self.own_lock, -1
+        if fd >= 0:
+            os.close(fd)
 
     def release(self) -> None:
         channel = self.channel
@@ -172,7 +186,49 @@ class _Attachment:
         channel.close()  # RuntimeError if another thread waits in a call: nothing changed
         self.channel = None
         _attachments.discard(self)
+        self._drop_own_lock()
         unlink_if_unused(self.path)
+
+    def abandon(self) -> None:
+        """At exit, when a thread still waits in a call on the handle (so the mapping cannot
+        be closed): let go of this process's lock, so that the queue is removed if this process
+        is its last user. The handle is never used again."""
+        channel = self.channel
+        if channel is None:
+            return
+        self.channel = None
+        _attachments.discard(self)
+        if self.opener == os.getpid():
+            # Our own open file: fork children hold locks of their own, so unlocking it here
+            # lets go of this process's hold only.
+            fcntl.flock(channel._fd, fcntl.LOCK_UN)
+        self._drop_own_lock()  # a fork child cannot unlock the open file its parent holds
+        unlink_if_unused(self.path)
+
+    def lock_again(self) -> None:
+        """In a fork child: hold the queue through an open file of this process's own."""
+        self._drop_own_lock()  # the parent's, inherited: closing our copy leaves it locked
+        if self.channel is None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return  # removed meanwhile: the inherited open file still holds it for us
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # held by the parent: never waits
+        except OSError:
+            os.close(fd)
+            return
+        self.own_lock = fd
+
+
+def _lock_again_after_fork() -> None:
+    for attachment in list(_attachments):
+        with contextlib.suppress(Exception):
+            attachment.lock_again()
+
+
+os.register_at_fork(after_in_child=_lock_again_after_fork)
 
 
 _attachments: weakref.WeakSet[_Attachment] = weakref.WeakSet()
@@ -182,7 +238,10 @@ def _release_all() -> None:
     """Close every queue handle this process still holds (at exit)."""
     for attachment in list(_attachments):
         with contextlib.suppress(Exception):
-            attachment.release()
+            try:
+                attachment.release()
+            except RuntimeError:  # a thread still waits in get() or put() on it
+                attachment.abandon()
 
 
 class _ExitHook:

@@ -273,6 +273,48 @@ def test_typical_multiprocessing_programs_run_unchanged(method):
     assert leftovers(names) == []  # every process closed or exited: nothing is left
 
 
+def test_a_process_that_exits_while_a_thread_waits_in_get_removes_its_queue():
+    code = (
+        "import shmipc, threading\n"
+        "q = shmipc.Queue()\n"
+        "print(q.path, *q._channel.semaphore_names.values(), flush=True)\n"
+        "threading.Thread(target=q.get, daemon=True).start()\n"
+        "while not q._channel.statistics().receivers_waiting: pass\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    names = result.stdout.split()
+    assert len(names) == 5 and leftovers(names) == []
+
+
+def test_a_parent_exiting_with_a_waiting_thread_leaves_the_queue_to_its_fork_child():
+    # The parent lets go of its own lock only: the child holds one of its own since fork().
+    code = (
+        "import os, shmipc, threading\n"
+        "q = shmipc.Queue()\n"
+        "r, w = os.pipe()\n"
+        "if os.fork() == 0:\n"
+        "    os.close(w)\n"
+        "    os.read(r, 1)  # end of file: the parent has exited\n"
+        "    q.put('after the parent')\n"
+        "    print('child', q.get(timeout=10), os.path.exists(q.path), flush=True)\n"
+        "    q.close()\n"
+        "    print('closed', os.path.exists(q.path), flush=True)\n"
+        "    os._exit(0)\n"
+        "print(q.path, *q._channel.semaphore_names.values(), flush=True)\n"
+        "threading.Thread(target=q.get, daemon=True).start()\n"
+        "while not q._channel.statistics().receivers_waiting: pass\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)  # returns once the child closed stdout too
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    names, child, closed = result.stdout.splitlines()
+    assert child == "child after the parent True"
+    assert closed == "closed False"
+    assert leftovers(names.split()) == []
+
+
 def test_cleanup_removes_a_queue_whose_every_user_was_killed(tmp_path):
     code = (
         "import shmipc, sys\n"
