@@ -20,8 +20,10 @@ semaphores. A queue passed to a child that ``multiprocessing`` starts (``spawn``
 the lock is held on the child's behalf from the moment the child is launched: the parent may
 close its handle at once and the queue still waits for the child to open it. A handle left open
 at exit is closed by ``multiprocessing``'s exit finalizers, in the main process after the
-children were joined, and in every child ``multiprocessing`` starts. After a SIGKILL of every
-user, ``python -m shmipc cleanup`` removes the files no process holds.
+children were joined, and in every child ``multiprocessing`` starts; a handle on which another
+thread still waits lets go of its lock only. A child of ``fork()`` takes a lock of its own at
+once, so no process ever lets go of another's hold. After a SIGKILL of every user,
+``python -m shmipc cleanup`` removes the files no process holds.
 
 This module knows nothing of the core's protocol: it is :class:`~shmipc.channel.Channel`'s
 send and receive, plus the counters of ``src/tasks.c``.
