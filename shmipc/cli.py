@@ -844,7 +844,9 @@ def cleanup_queues(ids: Sequence[str], dry_run: bool, out: Any) -> None:
         channel_id = queue_channel_id(path)
         if ids and (channel_id is None or channel_id.hex() not in ids):
             continue
-        if is_held(path):
+        if channel_id is None and not path.endswith(".creating"):
+            out.write(f"kept          {path}  (not a shmipc channel file)\n")
+        elif is_held(path):
             out.write(f"in use        {path}  (a queue some process holds)\n")
         elif dry_run:
             out.write(f"would remove  {path}  (a queue no process holds)\n")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from fractions import Fraction
 
 import pytest
@@ -341,6 +342,14 @@ def test_cleanup_removes_a_queue_whose_every_user_was_killed(tmp_path):
         real = cli("cleanup", "--id", channel_id)
         assert f"removed       {path}" in real.stdout
         assert leftovers(names) == []
+        # A file of another program that happens to carry the prefix is never removed.
+        impostor = f"{shmipc.queue.QUEUE_DIR}/{shmipc.queue.FILE_PREFIX}{uuid.uuid4().hex}-x"
+        names.append(impostor)
+        with open(impostor, "wb") as f:
+            f.write(b"not a channel" * 10)
+        dry = cli("cleanup", "--dry-run")  # every queue file is listed; nothing is removed
+        assert f"kept          {impostor}  (not a shmipc channel file)" in dry.stdout
+        assert os.path.exists(impostor)
     finally:
         if proc.poll() is None:
             proc.kill()
