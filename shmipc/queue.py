@@ -21,8 +21,8 @@ the lock is held on the child's behalf from the moment the child is launched: th
 close its handle at once and the queue still waits for the child to open it. A handle left open
 at exit is closed by ``multiprocessing``'s exit finalizers, in the main process after the
 children were joined, and in every child ``multiprocessing`` starts; a handle on which another
-thread still waits lets go of its lock only. A child of ``fork()`` takes a lock of its own at
-once, so no process ever lets go of another's hold. After a SIGKILL of every user,
+thread still waits lets go of its lock only. A child of ``fork()`` is given a locked open file
+of its own by its parent just before the fork, so no process ever lets go of another's hold. After a SIGKILL of every user,
 ``python -m shmipc cleanup`` removes the files no process holds.
 
 This module knows nothing of the core's protocol: it is :class:`~shmipc.channel.Channel`'s
@@ -162,9 +162,9 @@ class _Attachment:
 
     The shared lock is on the channel's descriptor, whose open file the mapping shares (Python's
     mmap keeps a duplicate): it is let go when both are closed. A child of ``fork()`` inherits
-    that open file, so it takes a lock of its own on a fresh descriptor at once
-    (:func:`_lock_again_after_fork`): each process can then let go of its own hold without
-    touching another's, which :meth:`abandon` needs.
+    that open file, so it is given a locked open file of its own as well (:func:`_lock_for_child`):
+    each process can then let go of its own hold without touching another's, which
+    :meth:`abandon` needs.
     """
 
     __slots__ = ("channel", "path", "opener", "own_lock", "__weakref__")
@@ -207,30 +207,51 @@ class _Attachment:
         self._drop_own_lock()  # a fork child cannot unlock the open file its parent holds
         unlink_if_unused(self.path)
 
-    def lock_again(self) -> None:
-        """In a fork child: hold the queue through an open file of this process's own."""
+    def adopt_lock(self, fd: int) -> None:
+        """In a fork child: hold the queue through ``fd``, an open file locked for this child
+        by its parent just before the fork (see :func:`_lock_for_child`)."""
         self._drop_own_lock()  # the parent's, inherited: closing our copy leaves it locked
-        if self.channel is None:
-            return
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
-            return  # removed meanwhile: the inherited open file still holds it for us
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # held by the parent: never waits
-        except OSError:
-            os.close(fd)
-            return
         self.own_lock = fd
 
 
-def _lock_again_after_fork() -> None:
+# (attachment, descriptor): open files locked in the parent for the child of a fork about to
+# happen. Taken before the fork, so that a child holds a lock of its own from its first
+# instant: if it took one after the fork, a parent exiting at once could let go of the only
+# hold first.
+_for_child: list[tuple[_Attachment, int]] = []
+
+
+def _lock_for_child() -> None:
+    _for_child.clear()
     for attachment in list(_attachments):
-        with contextlib.suppress(Exception):
-            attachment.lock_again()
+        if attachment.channel is None:
+            continue
+        try:
+            fd = os.open(attachment.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue  # removed meanwhile: the inherited open file still holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # we hold it too: never waits
+        except OSError:
+            os.close(fd)
+            continue
+        _for_child.append((attachment, fd))
 
 
-os.register_at_fork(after_in_child=_lock_again_after_fork)
+def _after_fork_in_parent() -> None:
+    for _, fd in _for_child:
+        os.close(fd)  # the child's copy keeps the lock: it is the child's alone now
+    _for_child.clear()
+
+
+def _after_fork_in_child() -> None:
+    for attachment, fd in _for_child:
+        attachment.adopt_lock(fd)
+    _for_child.clear()
+
+
+os.register_at_fork(before=_lock_for_child, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 _attachments: weakref.WeakSet[_Attachment] = weakref.WeakSet()
