@@ -1044,6 +1044,57 @@ static PyObject *CoreChannel_send_finish(CoreChannel *self, PyObject *used) {
 
 /* --- queues: unfinished tasks and message counts (src/tasks.c) ------------------------- */
 
+/* multiprocessing.Queue's (block, timeout): block false does not wait whatever the timeout,
+ * and a negative timeout does not wait either. */
+static int block_timeout(PyObject *block, PyObject *timeout, int64_t *ns) {
+    int blocking = block == NULL ? 1 : PyObject_IsTrue(block);
+    if (blocking < 0) return -1;
+    if (!blocking) {
+        *ns = 0;
+        return 0;
+    }
+    if (timeout != NULL && timeout != Py_None) {
+        double seconds = PyFloat_AsDouble(timeout);
+        if (seconds == -1.0 && PyErr_Occurred()) return -1;
+        if (seconds < 0) {
+            *ns = 0;
+            return 0;
+        }
+    }
+    return parse_timeout(timeout, ns);
+}
+
+static PyObject *CoreChannel_put(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    static const char *const names[] = {"obj", "block", "timeout", NULL};
+    PyObject *a[3] = {NULL, NULL, Py_None};
+    int64_t ns = SHMIPC_FOREVER;
+    if (kwnames == NULL && nargs == 1) {
+        a[0] = args[0];
+    } else {
+        if (parse_args("put", names, 1, args, nargs, kwnames, a) < 0) return NULL;
+        if (block_timeout(a[1], a[2], &ns) < 0) return NULL;
+    }
+    if (self->ch == NULL) return closed_handle();
+    PyObject *payload = encode_obj(self, a[0]);
+    if (payload == NULL) return NULL;
+    PyObject *result = send_buffer(self, payload, ns);
+    Py_DECREF(payload);
+    return result;
+}
+
+static PyObject *CoreChannel_get(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    static const char *const names[] = {"block", "timeout", NULL};
+    PyObject *a[2] = {NULL, Py_None};
+    int64_t ns = SHMIPC_FOREVER;
+    if (!(kwnames == NULL && nargs == 0)) {
+        if (parse_args("get", names, 0, args, nargs, kwnames, a) < 0) return NULL;
+        if (block_timeout(a[0], a[1], &ns) < 0) return NULL;
+    }
+    return recv_one(self, ns, 1);
+}
+
 static PyObject *CoreChannel_task_done(CoreChannel *self, PyObject *unused) {
     (void)unused;
     if (self->ch == NULL) return closed_handle();
@@ -1250,6 +1301,12 @@ static PyMethodDef CoreChannel_methods[] = {
      "Private: (sleeps ended by a wake-up, sleeps whose slice ran out) of this handle."},
     {"_holder_alive", (PyCFunction)CoreChannel_holder_alive, METH_O,
      "Private: judge a holder identity word as a waiter would (False: proven dead)."},
+    {"_put", FAST CoreChannel_put, METH_FASTCALL | METH_KEYWORDS,
+     "_put(obj, block=True, timeout=None)\n--\n\nPrivate: send with multiprocessing.Queue's "
+     "put arguments (shmipc.Queue.put)."},
+    {"_get", FAST CoreChannel_get, METH_FASTCALL | METH_KEYWORDS,
+     "_get(block=True, timeout=None)\n--\n\nPrivate: receive with multiprocessing.Queue's "
+     "get arguments (shmipc.Queue.get)."},
     {"_task_done", (PyCFunction)CoreChannel_task_done, METH_NOARGS,
      "Private: mark one task done (JoinableQueue); the tasks still unfinished. ValueError if "
      "none is unfinished."},

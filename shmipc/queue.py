@@ -22,8 +22,9 @@ close its handle at once and the queue still waits for the child to open it. A h
 at exit is closed by ``multiprocessing``'s exit finalizers, in the main process after the
 children were joined, and in every child ``multiprocessing`` starts; a handle on which another
 thread still waits lets go of its lock only. A child of ``fork()`` is given a locked open file
-of its own by its parent just before the fork, so no process ever lets go of another's hold. After a SIGKILL of every user,
-``python -m shmipc cleanup`` removes the files no process holds.
+of its own by its parent just before the fork, so no process ever lets go of another's hold.
+After a SIGKILL of every user, ``python -m shmipc cleanup`` removes the files no process
+holds.
 
 This module knows nothing of the core's protocol: it is :class:`~shmipc.channel.Channel`'s
 send and receive, plus the counters of ``src/tasks.c``.
@@ -377,9 +378,14 @@ class Queue:
             channel._set_codec(*_pickle_codec())
         raw = bytes(channel._mapping.buffer[layout.QUEUE_MAXSIZE:layout.QUEUE_MAXSIZE + 8])
         self._maxsize = min(int.from_bytes(raw, "little"), 1 << 62)
-        # The per-item calls go straight to the compiled core's methods.
+        # The per-item calls go straight to the compiled core's methods: with no maxsize to
+        # check, put and get are the core's (multiprocessing's arguments, parsed in C) until
+        # close() removes them again (the methods below then say the queue is closed).
         self._send = channel.send
         self._recv = channel.recv
+        if not self._maxsize:
+            self.put = channel._put  # type: ignore[method-assign]
+        self.get = channel._get  # type: ignore[method-assign]
         self._attachment = _Attachment(channel, path)
         _install_exit_hook()
 
@@ -477,6 +483,8 @@ class Queue:
         self._attachment.release()
         self._closed = True
         self._channel = None
+        self.__dict__.pop("put", None)
+        self.__dict__.pop("get", None)
 
     def join_thread(self) -> None:
         """Nothing to wait for: ``put`` wrote each item before it returned (no feeder thread)."""

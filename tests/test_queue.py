@@ -70,6 +70,14 @@ def test_put_and_get_as_multiprocessing_queue(make_queue):
         q.get(False, 10)  # block=False ignores the timeout, as multiprocessing does
     with pytest.raises(queue.Empty):
         q.get(timeout=-1)  # a negative timeout does not wait
+    q.put(obj={"by": "keyword"}, timeout=-1)  # a negative timeout does not wait
+    assert q.get(block=True, timeout=None) == {"by": "keyword"}
+    with pytest.raises(TypeError):
+        q.put()
+    with pytest.raises(TypeError):
+        q.get(True, 1, 2)
+    with pytest.raises(TypeError):
+        q.put(1, bogus=2)
     q.join_thread()
     q.cancel_join_thread()  # nothing to do: no feeder thread
 
@@ -131,6 +139,8 @@ def test_a_full_ring_blocks_the_put_until_its_timeout(make_queue):
     assert n >= 6
     with pytest.raises(queue.Full):
         q.put(b"x" * 500, timeout=0.05)
+    with pytest.raises(queue.Full):
+        q.put(b"x" * 500, False, 60)  # block=False ignores the timeout
     q.get()
     q.put(b"x" * 500, timeout=1)
 
