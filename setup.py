@@ -7,7 +7,7 @@ Everything else about the package is in pyproject.toml.
 from setuptools import Extension, setup
 
 CORE_SOURCES = ["src/channel.c", "src/header.c", "src/identity.c", "src/killpoint.c",
-                "src/lock.c", "src/ready.c", "src/wait.c"]
+                "src/lock.c", "src/ready.c", "src/tasks.c", "src/wait.c"]
 
 setup(
     ext_modules=[

@@ -68,6 +68,9 @@ sys.path.insert(0, str(ROOT))
 
 import shmipc  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_queue import ShmipcQueue, queue_bar  # noqa: E402
+
 SMALL = {"name": "b", "age": 20}
 PEOPLE = shmipc.Record("people", [("name", "4s"), ("age", "i")])  # the seed's C struct
 CONSUMER_CPU = 0
@@ -583,7 +586,7 @@ class SpinRing(System):
 
 
 ALL: list[System] = [Shmipc(), MpQueue(), MpPipe(), PosixMQ(), Zmq(), FasterFifo(), OsPipe(),
-                     Iceoryx2(), SpinRing()]
+                     Iceoryx2(), SpinRing(), ShmipcQueue()]  # type: ignore[list-item]
 ShmipcRecords.small = PEOPLE(b"b", 20)
 VARIANTS: list[System] = [ShmipcSpin0(), ShmipcZeroCopy(), ShmipcRecords(), Iceoryx2ZeroCopy()]
 SHMIPC, ICEORYX2, SPIN_RING = Shmipc.name, Iceoryx2.name, SpinRing.name
@@ -1194,7 +1197,7 @@ def judge(medians: dict[str, dict[str, dict[str, float | None]]],
     def get(label: str, name: str | None, key: str) -> float | None:
         return medians.get(label, {}).get(name or "", {}).get(key)
 
-    peers = [s.name for s in ALL if s.name not in (SHMIPC, SPIN_RING)]
+    peers = [s.name for s in ALL if s.name not in (SHMIPC, SPIN_RING, ShmipcQueue.name)]
 
     def measured(label: str, key: str, among: list[str]) -> tuple[dict[str, float], list[str]]:
         got = {p: v for p in among if (v := get(label, p, key)) is not None}
@@ -1302,6 +1305,8 @@ def judge(medians: dict[str, dict[str, dict[str, float | None]]],
             f"RecordChannel {fmt_rate(rec_rate)}/s = {rec_rate / dict_rate:.2f}x msgpack dicts "
             f"({fmt_rate(dict_rate)}/s); CPU {rec_cpu:.2f} vs {dict_cpu:.2f} µs/msg = "
             f"{dict_cpu / rec_cpu:.2f}x less")
+
+    bar(*queue_bar(get, MpQueue.name, FasterFifo.name, unavailable))  # type: ignore[arg-type]
 
     text = "idle blocked receiver < 1% of a CPU"
     ours = get("idle", SHMIPC, "idle_cpu_pct")

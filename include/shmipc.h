@@ -251,6 +251,40 @@ void shmipc_channel_ready_quiet(shmipc_channel *ch);
  * now (from two position loads: cheap enough to poll), 0 if not, EINVAL for a bad `what`. */
 int shmipc_channel_ready_peek(shmipc_channel *ch, int what);
 
+/* --- Queues (shmipc.Queue, shmipc.JoinableQueue) -------------------------------------------
+ * A JoinableQueue's task is a message: its unfinished tasks are the messages ever sent less the
+ * task_done calls ever made (header field tasks_done). The count goes up in the commit of each
+ * message, so a send needs no extra step. Nothing posts a wake-up when the count falls: the
+ * waits below poll the counters in a sleep whose slices double from 20 us to 2 ms (they react
+ * within 2 ms and use no CPU meanwhile), calling the interrupt callback after every signal and
+ * every 2 ms slice.
+ *
+ * Hazards: a consumer killed after a receive and before its task_done leaves that task
+ * unfinished for good (joiners then wait until their timeout), as with multiprocessing. */
+
+/* Mark one task done. Returns OK (*unfinished, if not NULL, set to the tasks still
+ * unfinished then), or EINVAL if no task is unfinished: task_done was called more times than
+ * messages were sent, and nothing changed. */
+int shmipc_channel_task_done(shmipc_channel *ch, uint64_t *unfinished);
+
+/* Tasks unfinished now: messages ever sent less task_done calls ever made (never below 0). */
+uint64_t shmipc_channel_tasks_unfinished(const shmipc_channel *ch);
+
+/* Messages sent and not yet received now (a snapshot: approximate while others send and
+ * receive). */
+uint64_t shmipc_channel_messages_waiting(const shmipc_channel *ch);
+
+/* Wait until no task is unfinished, up to timeout_ns. Returns OK, EWOULDBLOCK (tasks remain
+ * at the timeout, or at once with SHMIPC_TRY or a timeout of 0), EINTR. */
+int shmipc_channel_join_tasks(shmipc_channel *ch, int64_t timeout_ns, int flags);
+
+/* Wait until fewer than max_messages messages wait in the channel (a queue's maxsize), up to
+ * timeout_ns. Returns OK, EWOULDBLOCK (as for join_tasks), EINTR, or EINVAL if max_messages
+ * is 0. Hazard: only a snapshot: several producers that pass it at once may each send, so a
+ * bound enforced this way can be passed by up to (producers - 1) messages. */
+int shmipc_channel_wait_fewer(shmipc_channel *ch, uint64_t max_messages, int64_t timeout_ns,
+                              int flags);
+
 /* A consistent-enough snapshot of the shared counters, for statistics. */
 typedef struct {
     uint64_t write_position, read_position, sent, received, recoveries;

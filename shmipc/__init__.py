@@ -4,7 +4,8 @@ Layers, bottom up (a lower layer never imports a higher one): the compiled core 
 per-message protocol, in C) and errors; mapping (mmap kinds, msync, munmap); layout (the
 header and frame format); sync (POSIX semaphore names); codec (msgpack, ext types); records
 (C-layout records, arrays over mappings); channel and record_channel (the public faces);
-waiting (``wait`` over several channels) and aio (the asyncio face, imported on first use).
+waiting (``wait`` over several channels), aio (the asyncio face, imported on first use) and
+queue (multiprocessing's Queue and JoinableQueue on a channel).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from .errors import (
     WrongStartMethod,
 )
 from .mapping import Mapping, MappingKind, map_anonymous, map_file
+from .queue import JoinableQueue, Queue
 from .record_channel import RecordChannel, RecordStatistics
 from .records import FieldTooLong, Record, RecordArray, RecordError
 from .waiting import wait
@@ -53,12 +55,14 @@ __all__ = [
     "FieldTooLong",
     "Full",
     "IncompatibleChannel",
+    "JoinableQueue",
     "Mapping",
     "MappingError",
     "MappingKind",
     "MessageTooLarge",
     "NotAChannel",
     "PeerDied",
+    "Queue",
     "Record",
     "RecordArray",
     "RecordChannel",

@@ -652,6 +652,20 @@ static PyObject *send_record(CoreChannel *self, PyObject *value, int64_t timeout
     Py_RETURN_NONE;
 }
 
+/* One object: a record packed in C, a plain object packed by _msgpack.c, or the codec's. */
+static PyObject *send_object(CoreChannel *self, PyObject *obj, int64_t timeout_ns) {
+    if (self->record_codec != NULL) return send_record(self, obj, timeout_ns);
+    if (self->native_msgpack) {
+        PyObject *done = send_native(self, obj, timeout_ns);
+        if (done != NULL || PyErr_Occurred()) return done;
+    }
+    PyObject *payload = encode_obj(self, obj);
+    if (payload == NULL) return NULL;
+    PyObject *result = send_buffer(self, payload, timeout_ns);
+    Py_DECREF(payload);
+    return result;
+}
+
 static PyObject *CoreChannel_send(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames) {
     static const char *const names[] = {"obj", "timeout", NULL};
@@ -661,30 +675,12 @@ static PyObject *CoreChannel_send(CoreChannel *self, PyObject *const *args, Py_s
     int64_t ns;
     if (parse_timeout(timeout, &ns) < 0) return NULL;
     if (self->ch == NULL) return closed_handle();
-    if (self->record_codec != NULL) return send_record(self, obj, ns);
-    if (self->native_msgpack) {
-        PyObject *done = send_native(self, obj, ns);
-        if (done != NULL || PyErr_Occurred()) return done;
-    }
-    PyObject *payload = encode_obj(self, obj);
-    if (payload == NULL) return NULL;
-    PyObject *result = send_buffer(self, payload, ns);
-    Py_DECREF(payload);
-    return result;
+    return send_object(self, obj, ns);
 }
 
 static PyObject *CoreChannel_send_nowait(CoreChannel *self, PyObject *obj) {
     if (self->ch == NULL) return closed_handle();
-    if (self->record_codec != NULL) return send_record(self, obj, 0);
-    if (self->native_msgpack) {
-        PyObject *done = send_native(self, obj, 0);
-        if (done != NULL || PyErr_Occurred()) return done;
-    }
-    PyObject *payload = encode_obj(self, obj);
-    if (payload == NULL) return NULL;
-    PyObject *result = send_buffer(self, payload, 0);
-    Py_DECREF(payload);
-    return result;
+    return send_object(self, obj, 0);
 }
 
 /* Send a list of buffers (objects with the buffer protocol) as one batch. */
@@ -1362,6 +1358,111 @@ static PyObject *CoreChannel_ready_drains(CoreChannel *self, PyObject *unused) {
     return PyLong_FromUnsignedLongLong(shmipc_channel_ready_drains(self->ch));
 }
 
+/* --- queues: unfinished tasks and message counts (src/tasks.c) ------------------------- */
+
+/* multiprocessing.Queue's (block, timeout): block false does not wait whatever the timeout,
+ * and a negative timeout does not wait either. */
+static int block_timeout(PyObject *block, PyObject *timeout, int64_t *ns) {
+    int blocking = block == NULL ? 1 : PyObject_IsTrue(block);
+    if (blocking < 0) return -1;
+    if (!blocking) {
+        *ns = 0;
+        return 0;
+    }
+    if (timeout != NULL && timeout != Py_None) {
+        double seconds = PyFloat_AsDouble(timeout);
+        if (seconds == -1.0 && PyErr_Occurred()) return -1;
+        if (seconds < 0) {
+            *ns = 0;
+            return 0;
+        }
+    }
+    return parse_timeout(timeout, ns);
+}
+
+static PyObject *CoreChannel_put(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    static const char *const names[] = {"obj", "block", "timeout", NULL};
+    PyObject *a[3] = {NULL, NULL, Py_None};
+    int64_t ns = SHMIPC_FOREVER;
+    if (kwnames == NULL && nargs == 1) {
+        a[0] = args[0];
+    } else {
+        if (parse_args("put", names, 1, args, nargs, kwnames, a) < 0) return NULL;
+        if (block_timeout(a[1], a[2], &ns) < 0) return NULL;
+    }
+    if (self->ch == NULL) return closed_handle();
+    return send_object(self, a[0], ns);
+}
+
+static PyObject *CoreChannel_get(CoreChannel *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    static const char *const names[] = {"block", "timeout", NULL};
+    PyObject *a[2] = {NULL, Py_None};
+    int64_t ns = SHMIPC_FOREVER;
+    if (!(kwnames == NULL && nargs == 0)) {
+        if (parse_args("get", names, 0, args, nargs, kwnames, a) < 0) return NULL;
+        if (block_timeout(a[0], a[1], &ns) < 0) return NULL;
+    }
+    return recv_one(self, ns, 1);
+}
+
+static PyObject *CoreChannel_task_done(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    uint64_t left = 0;
+    if (shmipc_channel_task_done(self->ch, &left) != SHMIPC_OK) {
+        PyErr_SetString(PyExc_ValueError, "task_done() called too many times (more than "
+                                          "items were put)");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(left);
+}
+
+static PyObject *CoreChannel_tasks_unfinished(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    return PyLong_FromUnsignedLongLong(shmipc_channel_tasks_unfinished(self->ch));
+}
+
+static PyObject *CoreChannel_messages_waiting(CoreChannel *self, PyObject *unused) {
+    (void)unused;
+    if (self->ch == NULL) return closed_handle();
+    return PyLong_FromUnsignedLongLong(shmipc_channel_messages_waiting(self->ch));
+}
+
+/* The result of a wait on counts: True when it ended by the condition, False at the timeout. */
+static PyObject *count_wait_result(CoreChannel *self, int rc, int64_t ns) {
+    if (rc == SHMIPC_OK) Py_RETURN_TRUE;
+    if (rc == SHMIPC_EWOULDBLOCK) Py_RETURN_FALSE;
+    return raise_code(self, rc, 0, ns);
+}
+
+static PyObject *CoreChannel_join_tasks(CoreChannel *self, PyObject *timeout) {
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    int rc;
+    RUN_CORE(self, rc, ns, shmipc_channel_join_tasks(self->ch, ns, flags));
+    return count_wait_result(self, rc, ns);
+}
+
+static PyObject *CoreChannel_wait_fewer(CoreChannel *self, PyObject *args) {
+    unsigned long long max_messages;
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "K|O:_wait_fewer", &max_messages, &timeout)) return NULL;
+    int64_t ns;
+    if (parse_timeout(timeout, &ns) < 0) return NULL;
+    if (self->ch == NULL) return closed_handle();
+    if (max_messages == 0) {
+        PyErr_SetString(PyExc_ValueError, "max_messages must be at least 1");
+        return NULL;
+    }
+    int rc;
+    RUN_CORE(self, rc, ns, shmipc_channel_wait_fewer(self->ch, max_messages, ns, flags));
+    return count_wait_result(self, rc, ns);
+}
+
 /* --- state ---------------------------------------------------------------------------- */
 
 static PyObject *CoreChannel_state(CoreChannel *self, PyObject *unused) {
@@ -1540,6 +1641,23 @@ static PyMethodDef CoreChannel_methods[] = {
      "Private: (sleeps ended by a wake-up, sleeps whose slice ran out) of this handle."},
     {"_holder_alive", (PyCFunction)CoreChannel_holder_alive, METH_O,
      "Private: judge a holder identity word as a waiter would (False: proven dead)."},
+    {"_put", FAST CoreChannel_put, METH_FASTCALL | METH_KEYWORDS,
+     "_put(obj, block=True, timeout=None)\n--\n\nPrivate: send with multiprocessing.Queue's "
+     "put arguments (shmipc.Queue.put)."},
+    {"_get", FAST CoreChannel_get, METH_FASTCALL | METH_KEYWORDS,
+     "_get(block=True, timeout=None)\n--\n\nPrivate: receive with multiprocessing.Queue's "
+     "get arguments (shmipc.Queue.get)."},
+    {"_task_done", (PyCFunction)CoreChannel_task_done, METH_NOARGS,
+     "Private: mark one task done (JoinableQueue); the tasks still unfinished. ValueError if "
+     "none is unfinished."},
+    {"_tasks_unfinished", (PyCFunction)CoreChannel_tasks_unfinished, METH_NOARGS,
+     "Private: messages ever sent less task_done calls ever made."},
+    {"_messages_waiting", (PyCFunction)CoreChannel_messages_waiting, METH_NOARGS,
+     "Private: messages sent and not yet received (a snapshot)."},
+    {"_join_tasks", (PyCFunction)CoreChannel_join_tasks, METH_O,
+     "Private: wait (up to timeout) until no task is unfinished; False at the timeout."},
+    {"_wait_fewer", (PyCFunction)CoreChannel_wait_fewer, METH_VARARGS,
+     "Private: wait (up to timeout) until fewer than max_messages wait; False at the timeout."},
     {"_detach", (PyCFunction)CoreChannel_detach, METH_NOARGS,
      "Private: release the core handle and the mapping's buffer."},
     {"_set_native_msgpack", (PyCFunction)CoreChannel_set_native_msgpack, METH_O,
@@ -1616,14 +1734,15 @@ static PyObject *core_header_offsets(PyObject *mod, PyObject *unused) {
 #define OFF(f) #f, (Py_ssize_t)offsetof(struct shmipc_header, f)
     return Py_BuildValue(
         "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
         OFF(magic), OFF(format_version), OFF(header_size), OFF(capacity), OFF(kind),
         OFF(record_size), OFF(channel_id), OFF(creator_pid), OFF(schema_length),
         OFF(created_ns), OFF(header_crc), OFF(schema), OFF(write_position), OFF(sent_total),
         OFF(producer_lock), OFF(read_position), OFF(received_total), OFF(consumer_lock),
         OFF(closed), OFF(semaphore_generation), OFF(recoveries), OFF(sleepers),
         OFF(namespaces), OFF(sequence_last), OFF(sequence_previous), OFF(sequence_end),
-        OFF(waiter_slots), OFF(ready_armed), OFF(ready_owners), OFF(ready_epochs));
+        OFF(waiter_slots), OFF(ready_armed), OFF(ready_owners), OFF(ready_epochs),
+        OFF(tasks_done), OFF(queue_maxsize));
 #undef OFF
 }
 

@@ -245,6 +245,7 @@ class Channel(_core.CoreChannel):
                               path=path) from None
         mapping: Mapping | None = None
         try:
+            cls._opened(fd, path)
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise NotAChannel(f"{path!r} is not a regular file, so not a shmipc channel",
@@ -268,6 +269,11 @@ class Channel(_core.CoreChannel):
                 mapping.close()
             os.close(fd)
             raise
+
+    @classmethod
+    def _opened(cls, fd: int, path: str) -> None:
+        """Private hook: runs on the descriptor :meth:`open` just opened, before anything is
+        read, mapped or rebuilt (shmipc.Queue takes its attachment lock here)."""
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike[str], capacity: int = DEFAULT_CAPACITY,

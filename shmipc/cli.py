@@ -7,7 +7,7 @@ Subcommands::
     shmipc send PATH [--bytes] [--close] [--timeout S]      < JSON lines (or raw lines)
     shmipc recv PATH [--count N] [--timeout S] [--follow] [--bytes]
     shmipc unlink PATH
-    shmipc cleanup [--dry-run] [--id HEX ...] [--ignore-pid PID ...]
+    shmipc cleanup [--dry-run] [--id HEX ...] [--ignore-pid PID ...]   (semaphores, queue files)
     shmipc bridge out|in PATH SUBJECT [--server URL ...] [--stats] ...   (pip install shmipc[nats])
 
 Exit status: 0 success, 1 a runtime failure (one line on stderr that names the path and the
@@ -20,7 +20,8 @@ one-key objects (see :data:`JSON_FORMS`), and read back the same way by ``send``
 ``inspect`` never changes a channel: it reads the header with ``pread`` and a read-only
 mapping, and opens existing semaphores only to read their values (missing ones are reported,
 never rebuilt). ``cleanup`` removes a semaphore name only when no process maps it (checked in
-``/proc/*/maps``); see :func:`find_stale_semaphores`.
+``/proc/*/maps``; see :func:`find_stale_semaphores`), and a queue file (``shmipc.Queue``) only
+when no process holds its lock (see :func:`cleanup_queues`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from .errors import (
     ShmipcError,
 )
 from .layout import HEADER_SIZE, ChannelKind
+from .queue import is_held, queue_channel_id, queue_files, unlink_if_unused
 
 __all__ = [
     "JSON_FORMS",
@@ -837,11 +839,37 @@ def _comm(pid: int) -> str:
         return ""
 
 
+def cleanup_queues(ids: Sequence[str], dry_run: bool, out: Any) -> None:
+    """Remove (or list) the files of ``shmipc.Queue`` that no process holds, with their
+    semaphores.
+
+    Every handle of a queue holds a shared ``flock`` on its file until it closes, and the
+    kernel drops it when the process dies however it dies: a file on which an exclusive lock
+    can be taken without waiting is proven unused, in every pid namespace.
+    """
+    for path in queue_files():
+        channel_id = queue_channel_id(path)
+        if ids and (channel_id is None or channel_id.hex() not in ids):
+            continue
+        if channel_id is None and not path.endswith(".creating"):
+            out.write(f"kept          {path}  (not a shmipc channel file)\n")
+        elif is_held(path):
+            out.write(f"in use        {path}  (a queue some process holds)\n")
+        elif dry_run:
+            out.write(f"would remove  {path}  (a queue no process holds)\n")
+        elif unlink_if_unused(path):
+            out.write(f"removed       {path}  (a queue no process held, and its semaphores)\n")
+        else:
+            out.write(f"kept          {path}  (opened meanwhile)\n")
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    """``cleanup``: list (and remove unless ``--dry-run``) semaphore names no process uses."""
+    """``cleanup``: list (and remove unless ``--dry-run``) queue files and semaphore names no
+    process uses."""
     ignore = args.ignore_pid or ()
-    report = find_stale_semaphores(args.id or (), ignore)
     out = sys.stdout
+    cleanup_queues(args.id or (), args.dry_run, out)
+    report = find_stale_semaphores(args.id or (), ignore)
     for name, users in sorted(report.in_use.items()):
         out.write(f"in use        {name}  (pid {', '.join(map(str, sorted(users)))})\n")
     for name in report.unknown:
@@ -910,6 +938,9 @@ Use --count N rather than piping into head: a message received after head has ex
 cannot be put back, and is lost."""
 
 _CLEANUP_HELP = """\
+Queue files (shmipc.Queue, /dev/shm/shmipc-queue-*) that no process holds are removed
+with their semaphores: every open queue holds a lock on its file, which the kernel drops
+when the process ends, so a queue whose every user was killed is found here.
 A name is in use while some process maps /dev/shm/sem.NAME (sem_open maps it until
 sem_close or exit); all names of a channel are kept if any one is in use. Names in
 processes whose maps this user may not read are kept and reported: run as root for a full
@@ -1003,7 +1034,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="the channel file")
 
     p = add("cleanup", cmd_cleanup,
-            "Remove shmipc semaphore names that no live process has open.", _CLEANUP_HELP)
+            "Remove shmipc semaphore names and queue files that no live process has open.",
+            _CLEANUP_HELP)
     p.add_argument("--dry-run", action="store_true", help="list, but remove nothing")
     p.add_argument("--id", action="append", type=_channel_id, metavar="HEX",
                    help="only names of this channel id (repeatable)")

@@ -46,6 +46,9 @@ that this module, the C compiler's layout and the document agree). The fixed par
                                    (a waiter on a file descriptor) wants a signal for that role
       1600  224  ready_owners      28 x u64: identity of each ready slot's owner, 0 = free
       1824  224  ready_epochs      28 x u64: raised by a slot's owner each time it arms
+      2048    8  tasks_done        shmipc.JoinableQueue: task_done() calls ever made; the
+                                   unfinished tasks are sent_total - tasks_done
+      2056    8  queue_maxsize     shmipc.Queue: its maxsize (0 = no bound but the ring)
       4096       data area         ``capacity`` bytes of frames
 
 A frame is an 8-byte header (``length | tag << 32`` as one little-endian uint64), the payload,
@@ -118,6 +121,8 @@ READY_ARMED = 1536
 READY_OWNERS = 1600
 READY_EPOCHS = 1824
 READY_SLOT_COUNT = 28
+TASKS_DONE = 2048
+QUEUE_MAXSIZE = 2056
 LIVE = struct.Struct("<QQQ40xQQQ40xIIQ")
 """The live fields from WRITE_POSITION to RECOVERIES, for readers of a snapshot (inspect)."""
 

@@ -138,7 +138,11 @@ struct shmipc_header {
     uint8_t ready_reserved[32];             /* 1568 */
     _Atomic uint64_t ready_owners[READY_SLOTS]; /* 1600 identity of each ready slot's owner */
     _Atomic uint64_t ready_epochs[READY_SLOTS]; /* 1824 raised by the owner as it arms */
-    uint8_t reserved6[2048];                /* 2048 .. 4096 */
+    /* shmipc.Queue / JoinableQueue (bytes 2048..2303): see tasks.c */
+    _Atomic uint64_t tasks_done;            /* 2048 task_done() calls ever (JoinableQueue) */
+    _Atomic uint64_t queue_maxsize;         /* 2056 the Queue's maxsize, 0 = unbounded */
+    uint8_t reserved7[240];                 /* 2064 .. 2304 */
+    uint8_t reserved8[1792];                /* 2304 .. 4096 */
 };
 
 _Static_assert(sizeof(struct shmipc_header) == SHMIPC_HEADER_SIZE, "header is one page");

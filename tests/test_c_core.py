@@ -416,6 +416,7 @@ C_PROGRAMS: dict[str, list[int | shmipc.Record]] = {
     "test_fork": [4096],
     "test_format": [4096],
     "test_ready": [4096],
+    "test_tasks": [4096],
     # Regressions: bugs these programs found in the core; each program's comment says which.
     "regression_open_record_channel": [PEOPLE],
     "regression_fork_close_releases_claim": [4096],
@@ -476,7 +477,8 @@ def test_the_c_header_layout_agrees_with_layout_py_and_format_md(cbuild):
         "sleepers": layout.SLEEPERS, "namespaces": layout.NAMESPACES,
         "waiter_slots": layout.WAITER_SLOTS, "sizeof": layout.HEADER_SIZE,
         "ready_armed": layout.READY_ARMED, "ready_owners": layout.READY_OWNERS,
-        "ready_epochs": layout.READY_EPOCHS,
+        "ready_epochs": layout.READY_EPOCHS, "tasks_done": layout.TASKS_DONE,
+        "queue_maxsize": layout.QUEUE_MAXSIZE,
         "SHMIPC_HEADER_SIZE": layout.HEADER_SIZE, "SHMIPC_FORMAT_VERSION": layout.FORMAT_VERSION,
         "SHMIPC_KIND_FRAMES": int(layout.ChannelKind.FRAMES),
         "SHMIPC_KIND_RECORDS": int(layout.ChannelKind.RECORDS), "SHMIPC_SEM_NAME_MAX": 64,
@@ -486,7 +488,8 @@ def test_the_c_header_layout_agrees_with_layout_py_and_format_md(cbuild):
     doc = (ROOT / "docs" / "FORMAT.md").read_text()
     for field in ("write_position", "read_position", "producer_lock", "consumer_lock",
                   "closed", "semaphore_generation", "sleepers", "namespaces", "waiter_slots",
-                  "ready_armed", "ready_owners", "ready_epochs"):
+                  "ready_armed", "ready_owners", "ready_epochs", "tasks_done",
+                  "queue_maxsize"):
         assert re.search(rf"^\| {c[field]} \| \d+ \| `{field}` \|", doc, re.M), field
 
 

@@ -38,6 +38,7 @@ def test_offsets_are_pinned():
     assert (layout.READY_ARMED, layout.READY_OWNERS, layout.READY_EPOCHS) == (1536, 1600, 1824)
     assert layout.READY_EPOCHS + 8 * layout.READY_SLOT_COUNT == 2048  # the Queue starts there
     assert layout.READY_ARMED % 64 == 0  # the armed masks alone on their cache line
+    assert (layout.TASKS_DONE, layout.QUEUE_MAXSIZE) == (2048, 2056)
     assert layout.LIVE.size == layout.RECOVERIES + 8 - layout.WRITE_POSITION
     # Each side's position on its own 64-byte cache line.
     assert layout.WRITE_POSITION // 64 != layout.READ_POSITION // 64
@@ -67,6 +68,7 @@ def test_the_c_compiler_lays_the_header_out_as_this_module_says():
     assert c["waiter_slots"] == layout.WAITER_SLOTS
     assert (c["ready_armed"], c["ready_owners"], c["ready_epochs"]) == (
         layout.READY_ARMED, layout.READY_OWNERS, layout.READY_EPOCHS)
+    assert (c["tasks_done"], c["queue_maxsize"]) == (layout.TASKS_DONE, layout.QUEUE_MAXSIZE)
     assert (c["sequence_last"], c["sequence_previous"], c["sequence_end"]) == (
         layout.SEQUENCE_LAST, layout.SEQUENCE_PREVIOUS, layout.SEQUENCE_END)
     assert _core.FORMAT_VERSION == layout.FORMAT_VERSION
@@ -89,7 +91,9 @@ def test_format_md_draws_the_same_offsets():
                          ("waiter_slots", layout.WAITER_SLOTS),
                          ("ready_armed", layout.READY_ARMED),
                          ("ready_owners", layout.READY_OWNERS),
-                         ("ready_epochs", layout.READY_EPOCHS)):
+                         ("ready_epochs", layout.READY_EPOCHS),
+                         ("tasks_done", layout.TASKS_DONE),
+                         ("queue_maxsize", layout.QUEUE_MAXSIZE)):
         assert re.search(rf"\|\s*{offset}\s*\|[^|\n]*\|\s*`{name}`", text), name
 
 

@@ -11,7 +11,7 @@ def test_all_is_pinned():
         "NotAChannel", "PeerDied", "ShmipcError", "WrongStartMethod", "map_anonymous",
         "map_file", "RECORD_EXT_CODE", "FieldTooLong", "Record", "RecordArray", "RecordChannel",
         "RecordError", "RecordStatistics", "TooManyWaiters", "wait", "AsyncChannel",
-        "AsyncRecordChannel",
+        "AsyncRecordChannel", "Queue", "JoinableQueue",
     ])
 
 
@@ -30,9 +30,10 @@ def test_errors_form_one_hierarchy():
 
 
 def test_public_methods_are_documented():
-    for name in dir(shmipc.Channel):
-        if not name.startswith("_"):
-            assert getattr(shmipc.Channel, name).__doc__, name
+    for cls in (shmipc.Channel, shmipc.Queue, shmipc.JoinableQueue):
+        for name in dir(cls):
+            if not name.startswith("_"):
+                assert getattr(cls, name).__doc__, (cls.__name__, name)
 
 
 def test_the_asyncio_face_is_documented_and_not_imported_by_import_shmipc():

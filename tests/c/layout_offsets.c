@@ -40,6 +40,8 @@ int main(void) {
     FIELD(ready_armed);
     FIELD(ready_owners);
     FIELD(ready_epochs);
+    FIELD(tasks_done);
+    FIELD(queue_maxsize);
     printf("sizeof %zu\n", sizeof(struct shmipc_header));
     printf("SHMIPC_HEADER_SIZE %d\n", SHMIPC_HEADER_SIZE);
     printf("SHMIPC_FORMAT_VERSION %d\n", SHMIPC_FORMAT_VERSION);
